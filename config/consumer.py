@@ -1,0 +1,37 @@
+"""Settings of the consumer service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from config.broker import BrokerSettings
+from config.logs import LogSettings
+from config.runtime import RuntimeSettings
+from config.tasks import TaskSettings
+
+
+class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSettings):
+    """Everything a consumer process reads at start."""
+
+    prefetch: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Unacked deliveries per task slot; 1 gives fair dispatch.",
+    )
+    concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="Task slots per consumer process, for each queue it serves.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long in-flight tasks may run before they are requeued.",
+    )
+    events: bool = Field(
+        default=True,
+        description="Publish task status events (running/succeeded/failed) to the events exchange.",
+    )

@@ -1,0 +1,32 @@
+"""Settings of the producer service."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from config.broker import BrokerSettings
+from config.logs import LogSettings
+from config.runtime import RuntimeSettings
+from config.tasks import TaskSettings
+
+
+class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSettings):
+    """Everything the producer (HTTP API + publisher) reads at start."""
+
+    http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")
+    http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    publish_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="Longest wait for the broker's confirm before a publish fails (HTTP 503).",
+    )
+    confirm_window: int = Field(
+        default=256,
+        ge=1,
+        le=10_000,
+        description="Publishes awaiting the broker's confirm at once when publishing many tasks.",
+    )
+    max_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Most tasks in one POST /tasks/batch."
+    )

@@ -1,0 +1,5 @@
+"""`python -m consumer`: run a consumer process."""
+
+from consumer.main import main
+
+main()

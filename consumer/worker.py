@@ -1,0 +1,237 @@
+"""The consume loop: one channel per task slot, prefetch per slot, ack after the handler ran.
+
+Each slot is its own channel with `basic_qos(prefetch)` consuming one queue, so RabbitMQ only
+hands a slot a new task once it acked the last (prefetch=1): dispatch is fair, and a task
+never waits behind a busy slot. If the process dies, its unacked tasks go back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from functools import partial
+
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from consumer.handlers import Handler, JSONValue, TaskContext
+from consumer.reporter import Reporter
+from consumer.sync_runner import SyncRunner
+from shared.catalog import Catalog
+from shared.envelope import TaskMessage, decode
+from shared.errors import InvalidPayload, UndecodableMessage, UnknownTask
+from shared.events import TaskState, make_event
+from shared.logs import log_context
+from shared.topology import Topology, declare_work_queue
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    queue: str
+    channel: AbstractChannel
+    amqp_queue: AbstractQueue
+    consumer_tag: str = ""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Worker:
+    """Consumes `queues` with `concurrency` slots each and runs tasks through `handlers`."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        connection: AbstractRobustConnection,
+        reporter: Reporter,
+        catalog: Catalog,
+        handlers: dict[str, Handler],
+        topology: Topology,
+        queues: list[str],
+        concurrency: int,
+        prefetch: int,
+        sync_runner: SyncRunner,
+    ) -> None:
+        self.worker_id = worker_id
+        self.stats: Counter[str] = Counter()
+        self._connection = connection
+        self._reporter = reporter
+        self._catalog = catalog
+        self._handlers = handlers
+        self._topology = topology
+        self._queues = queues
+        self._concurrency = concurrency
+        self._prefetch = prefetch
+        self._sync_runner = sync_runner
+        self._slots: list[_Slot] = []
+        self._running: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Open the slots and start consuming."""
+        for queue in self._queues:
+            for _ in range(self._concurrency):
+                channel = await self._connection.channel()
+                await channel.set_qos(prefetch_count=self._prefetch)
+                amqp_queue = await declare_work_queue(channel, self._topology, queue)
+                slot = _Slot(queue, channel, amqp_queue)
+                slot.consumer_tag = await amqp_queue.consume(partial(self._on_message, slot=slot))
+                self._slots.append(slot)
+        log.info(
+            "worker %s consuming %s with %d slot(s) each, prefetch=%d",
+            self.worker_id,
+            ", ".join(self._topology.work_queue(q) for q in self._queues),
+            self._concurrency,
+            self._prefetch,
+        )
+
+    async def stop(self, grace_s: float) -> None:
+        """Take no new tasks; let running ones finish within `grace_s`, requeue the rest."""
+        self._stopping = True
+        for slot in self._slots:
+            try:
+                await slot.amqp_queue.cancel(slot.consumer_tag)
+            except Exception as error:
+                log.debug("cancelling consumer %s failed: %r", slot.consumer_tag, error)
+        if self._running:
+            log.info("waiting up to %.1fs for %d running task(s)", grace_s, len(self._running))
+            _, late = await asyncio.wait(set(self._running), timeout=grace_s)
+            for task in late:
+                task.cancel()  # the task requeues its message on the way out
+            if late:
+                await asyncio.wait(late, timeout=5)
+        for slot in self._slots:
+            await slot.channel.close()
+        self._sync_runner.close()
+        log.info("worker %s stopped: %s", self.worker_id, dict(self.stats))
+
+    async def _on_message(self, message: AbstractIncomingMessage, slot: _Slot) -> None:
+        async with slot.lock:
+            if self._stopping:
+                await _settle(message.nack(requeue=True), message)
+                return
+            current = asyncio.current_task()
+            assert current is not None
+            self._running.add(current)  # type: ignore[arg-type]
+            try:
+                await self._process(message, slot.queue)
+            finally:
+                self._running.discard(current)  # type: ignore[arg-type]
+
+    async def _process(self, message: AbstractIncomingMessage, queue: str) -> None:
+        try:
+            task = decode(message, queue)
+        except UndecodableMessage as error:
+            await self._reject(message, queue, "undecodable", error.reason)
+            return
+        with log_context(
+            task_id=task.id, task=task.task, attempt=task.attempt, worker=self.worker_id,
+            request_id=task.request_id,
+        ):
+            try:
+                handler = self._lookup(task.task)
+                payload = self._catalog.validate_payload(task.task, task.payload)
+            except UnknownTask as error:
+                await self._reject(message, queue, "unknown_task", error.message)
+                return
+            except InvalidPayload as error:
+                await self._reject(message, queue, "invalid_payload", error.message)
+                return
+            await self._run(message, queue, task, handler, payload)
+
+    def _lookup(self, name: str) -> Handler:
+        self._catalog.spec(name)  # raises UnknownTask for names outside the catalog
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise UnknownTask(f"no handler for task {name!r} in this consumer", "task") from None
+
+    async def _run(
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        task: TaskMessage,
+        handler: Handler,
+        payload: object,
+    ) -> None:
+        ctx = TaskContext(task.id, task.task, task.attempt, self.worker_id)
+        report = self._reporter.report
+        redelivered = bool(message.redelivered)
+        if redelivered:
+            log.info("task %s was redelivered", task.id)
+        await report(
+            make_event(
+                task.id, task.task, TaskState.RUNNING, task.attempt, self.worker_id,
+                redelivered=redelivered,
+            )
+        )
+        try:
+            result = await self._call(handler, payload, ctx)
+        except asyncio.CancelledError:
+            # Shutdown outran the grace period: give the task back, don't dead-letter it.
+            log.warning("task %s interrupted by shutdown; requeued", task.id)
+            await _settle(message.nack(requeue=True), message)
+            raise
+        except Exception as error:
+            self.stats["failed"] += 1
+            detail = f"{type(error).__name__}: {error}"
+            log.warning("task %s failed: %s", task.id, detail)
+            await report(
+                make_event(
+                    task.id, task.task, TaskState.FAILED, task.attempt, self.worker_id,
+                    redelivered=redelivered,
+                    error={"type": type(error).__name__, "message": str(error)},
+                )
+            )
+            await self._reject(message, queue, "failed", detail, counted=False)
+            return
+        # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
+        await report(
+            make_event(
+                task.id, task.task, TaskState.SUCCEEDED, task.attempt, self.worker_id,
+                redelivered=redelivered,
+                result=result,
+            )
+        )
+        if await _settle(message.ack(), message):
+            self.stats["succeeded"] += 1
+
+    async def _call(self, handler: Handler, payload: object, ctx: TaskContext) -> JSONValue:
+        if handler.sync:
+            return await self._sync_runner.run(handler.fn, payload, ctx)
+        return await handler.fn(payload, ctx)  # type: ignore[misc]
+
+    async def _reject(
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        reason: str,
+        error: str,
+        counted: bool = True,
+    ) -> None:
+        """Dead-letter `message` with `reason`: a copy carrying it, else a plain reject."""
+        if counted:
+            self.stats["rejected"] += 1
+        log.warning("message %s dead-lettered (%s): %s", message.message_id, reason, error)
+        if await self._reporter.dead_letter(message, queue, reason, error):
+            await _settle(message.ack(), message)
+        else:
+            await _settle(message.reject(requeue=False), message)
+
+
+async def _settle(action: Awaitable[None], message: AbstractIncomingMessage) -> bool:
+    """Await an ack/nack/reject; a dead channel means the broker will redeliver. True if sent."""
+    try:
+        await action
+    except Exception as error:
+        log.warning("could not settle message %s (%r); broker will redeliver", message.message_id, error)
+        return False
+    return True

@@ -1,0 +1,188 @@
+"""`conveyor demo`: a producer and N consumers on the local RabbitMQ, a few hundred tasks.
+
+It runs the real services as subprocesses in a throwaway namespace, submits tasks through the
+HTTP API, follows their status events for a progress bar, and shows who ran how many.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aio_pika
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from config import ProducerSettings, load_settings, redact_url
+from shared.events import TaskState, decode_event
+from shared.topology import Topology
+
+console = Console()
+
+START_HINT = (
+    "start one with `rabbitmq-server -detached` (Debian: `apt-get install rabbitmq-server`) "
+    "or `docker compose up -d rabbitmq`, or point CONVEYOR_AMQP_URL at yours"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _demo_tasks(count: int) -> list[dict[str, Any]]:
+    """A mix of quick async tasks, short sleeps and CPU work."""
+    kinds = [
+        {"task": "echo", "payload": {"greeting": "hello"}},
+        {"task": "sleep", "payload": {"seconds": 0.05}},
+        {"task": "cpu", "payload": {"ms": 20}},
+    ]
+    return [{**kinds[i % len(kinds)], "payload": {**kinds[i % len(kinds)]["payload"]}}
+            for i in range(count)]
+
+
+@contextmanager
+def _services(env: dict[str, str], consumers: int) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The producer and consumer processes; stopped with SIGTERM (then SIGKILL) on exit."""
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([sys.executable, "-m", "producer"], env=env, **quiet)]
+    procs += [
+        subprocess.Popen([sys.executable, "-m", "consumer"], env=env, **quiet)
+        for _ in range(consumers)
+    ]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _wait_ready(client: httpx.AsyncClient, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise TimeoutError("the producer did not become ready")
+
+
+async def _run(settings: ProducerSettings, count: int, consumers: int) -> Counter[str]:
+    topology = Topology(settings.namespace, settings.queue_type)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CONVEYOR_NAMESPACE": settings.namespace,
+        "CONVEYOR_HTTP_HOST": "127.0.0.1",
+        "CONVEYOR_HTTP_PORT": str(port),
+    }
+    per_worker: Counter[str] = Counter()
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    try:
+        channel = await connection.channel()
+        events = await channel.declare_exchange(
+            topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        watch = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await watch.bind(events, routing_key="task.*")
+        with _services(env, consumers):
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                await _wait_ready(client, 30)
+                tasks = _demo_tasks(count)
+                for start in range(0, count, 100):
+                    reply = await client.post("/tasks/batch", json={"tasks": tasks[start : start + 100]})
+                    reply.raise_for_status()
+            await _follow(watch, count, per_worker)
+        await _delete_namespace(channel, topology)
+    finally:
+        await connection.close()
+    return per_worker
+
+
+async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Counter[str]) -> None:
+    """Advance a progress bar on each finished task until all `count` are done."""
+    columns = (
+        TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    )
+    done: set[str] = set()
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("tasks", total=count)
+        async with watch.iterator(timeout=60) as messages:
+            async for message in messages:
+                await message.ack()
+                event = decode_event(message.body)
+                if event.state is TaskState.RUNNING or event.task_id in done:
+                    continue
+                done.add(event.task_id)
+                per_worker[event.worker] += 1
+                progress.advance(bar)
+                if len(done) >= count:
+                    break
+
+
+async def _delete_namespace(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> None:
+    for queue in (topology.work_queue("default"), topology.dead_letter_queue):
+        await channel.queue_delete(queue)
+    for exchange in (topology.tasks_exchange, topology.dead_letter_exchange, topology.events_exchange):
+        await channel.exchange_delete(exchange)
+
+
+async def _reachable(settings: ProducerSettings) -> bool:
+    try:
+        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=3)
+    except Exception:
+        return False
+    await connection.close()
+    return True
+
+
+def run_demo(count: int, consumers: int) -> int:
+    """Run the demo; 0 when every task finished, 1 when RabbitMQ is missing or tasks stall."""
+    settings = load_settings(ProducerSettings)
+    settings = settings.model_copy(update={"namespace": f"demo-{secrets.token_hex(4)}"})
+    if not asyncio.run(_reachable(settings)):
+        console.print(
+            f"RabbitMQ is not reachable at {redact_url(settings.amqp_url)}: {START_HINT}.",
+            highlight=False,
+        )
+        return 1
+    console.print(
+        f"Conveyor demo: producer + {consumers} consumers, {count} tasks "
+        f"(echo, sleep 50 ms, cpu 20 ms) in namespace [bold]{settings.namespace}[/bold]"
+    )
+    started = time.monotonic()
+    try:
+        per_worker = asyncio.run(_run(settings, count, consumers))
+    except (TimeoutError, httpx.HTTPError) as error:
+        console.print(f"demo failed: {error}")
+        return 1
+    elapsed = time.monotonic() - started
+    table = Table(title=f"{sum(per_worker.values())} tasks in {elapsed:.1f}s")
+    table.add_column("consumer")
+    table.add_column("tasks run", justify="right")
+    table.add_column("share", justify="right")
+    for worker, ran in sorted(per_worker.items()):
+        table.add_row(worker, str(ran), f"{ran / max(1, count):.0%}")
+    console.print(table)
+    return 0 if sum(per_worker.values()) == count else 1

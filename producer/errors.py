@@ -1,0 +1,105 @@
+"""One place that maps Conveyor's errors to HTTP responses with a JSON body.
+
+Every error body has the same shape:
+    {"error": "<code>", "message": "<for people>", "details": [{"field", "message", "type"}]}
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from shared.errors import BrokerUnavailable, InvalidPayload, PublishFailed, SubmissionError
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": code, "message": message, "details": details or []}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc]
+    return ".".join(parts[1:] if parts and parts[0] == "body" else parts)
+
+
+async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = list(error.errors())
+    if any(item["type"] == "json_invalid" for item in problems):
+        detail = problems[0].get("ctx", {}).get("error", "")
+        return error_response(400, "malformed_json", f"request body is not valid JSON: {detail}")
+    if [item["loc"] for item in problems] == [("body",)]:
+        return error_response(
+            422,
+            "validation_error",
+            "request body must be a JSON object (send Content-Type: application/json)",
+            [{"field": "body", "message": problems[0]["msg"], "type": problems[0]["type"]}],
+        )
+    details = [
+        {"field": _field(item["loc"]) or "body", "message": item["msg"], "type": item["type"]}
+        for item in problems
+    ]
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return error_response(422, "validation_error", message, details)
+
+
+async def _submission_invalid(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, SubmissionError)
+    if isinstance(error, InvalidPayload):
+        prefix = error.field[: -len(error.errors[0][0])] if error.errors else ""
+        details = [
+            {"field": prefix + field, "message": msg, "type": kind}
+            for field, msg, kind in error.errors
+        ]
+        return error_response(422, "invalid_payload", error.message, details)
+    code = "unknown_task" if error.field.endswith("task") else "invalid_submission"
+    details = [{"field": error.field, "message": error.message, "type": error.kind}]
+    return error_response(422, code, error.message, details)
+
+
+async def _broker_unavailable(request: Request, error: Exception) -> JSONResponse:
+    log.warning("refused a request while the broker is unavailable: %s", error)
+    return error_response(
+        503,
+        "broker_unavailable",
+        "RabbitMQ is not reachable right now; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
+async def _publish_failed(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, PublishFailed)
+    log.warning("%s", error)
+    return error_response(
+        503, "publish_failed", str(error), headers={"Retry-After": str(RETRY_AFTER_S)}
+    )
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    return error_response(error.status_code, code, str(error.detail), headers=error.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the mapping from exception classes to HTTP responses."""
+    app.add_exception_handler(RequestValidationError, _request_invalid)
+    app.add_exception_handler(SubmissionError, _submission_invalid)
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(PublishFailed, _publish_failed)
+    app.add_exception_handler(HTTPException, _http_error)

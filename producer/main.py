@@ -1,0 +1,54 @@
+"""Wiring of the producer service: settings -> broker connection -> HTTP API (uvicorn)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+
+from config import ProducerSettings, load_settings
+from producer.api import create_app
+from producer.service import ProducerService
+from shared.logs import configure_logging
+from shared.runtime import run as run_on_loop
+
+log = logging.getLogger("producer")
+
+
+def build_app(settings: ProducerSettings) -> FastAPI:
+    """The HTTP app with the producer service started and stopped by its lifespan."""
+    service = ProducerService(settings)
+    app = create_app(lambda: service.submitter, max_batch_size=settings.max_batch_size)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        yield
+        await service.stop()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+async def serve(settings: ProducerSettings) -> None:
+    """Run the HTTP API until SIGTERM/SIGINT (uvicorn handles the signals)."""
+    config = uvicorn.Config(
+        build_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,  # keep our own logging set-up
+        access_log=False,
+        lifespan="on",
+    )
+    log.info("producer listening on http://%s:%d", settings.http_host, settings.http_port)
+    await uvicorn.Server(config).serve()
+
+
+def main() -> None:
+    """Entry point of `python -m producer` and `conveyor producer`."""
+    settings = load_settings(ProducerSettings)
+    configure_logging(settings.log_level, settings.log_format)
+    run_on_loop(serve(settings), settings.event_loop)

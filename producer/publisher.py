@@ -1,0 +1,103 @@
+"""Publishing tasks with publisher confirms: a publish counts only once the broker confirmed it.
+
+The channel runs with `mandatory` publishes and `on_return_raises=True`: aio-pika otherwise
+resolves a returned (unroutable) message as if it had been delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
+from aiormq.exceptions import AMQPConnectionError, PublishError
+
+from shared.envelope import TaskMessage, encode
+from shared.errors import BrokerUnavailable, PublishFailed
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Publishes TaskMessages to the tasks exchange on its own confirmed channel."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        *,
+        confirm_timeout_s: float = 5.0,
+        confirm_window: int = 256,
+    ) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._confirm_timeout_s = confirm_timeout_s
+        self._confirm_window = confirm_window
+        self._channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+
+    async def start(self) -> None:
+        """Open the confirmed channel (the tasks exchange must be declared already)."""
+        self._channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._channel.get_exchange(
+            self._topology.tasks_exchange, ensure=False
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True while connected to the broker with an open channel."""
+        return (
+            self._exchange is not None
+            and self._channel is not None
+            and not self._channel.is_closed
+            and self._connection.connected.is_set()
+        )
+
+    async def publish(self, task: TaskMessage) -> None:
+        """Publish `task`; returns once the broker confirmed it.
+
+        Raises:
+            BrokerUnavailable: not connected right now (retry later).
+            PublishFailed: nacked, unroutable or not confirmed within the timeout.
+        """
+        if not self.ready or self._exchange is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        try:
+            async with asyncio.timeout(self._confirm_timeout_s):
+                await self._exchange.publish(encode(task), routing_key=task.queue, mandatory=True)
+        except TimeoutError:
+            raise PublishFailed(
+                task.id, f"no confirm within {self._confirm_timeout_s:g}s"
+            ) from None
+        except (DeliveryError, PublishError) as error:
+            returned = isinstance(error, PublishError)
+            reason = "unroutable (no queue bound)" if returned else "nacked by the broker"
+            raise PublishFailed(task.id, reason) from error
+        except (AMQPConnectionError, ChannelInvalidStateError, ConnectionError, AMQPError) as error:
+            raise BrokerUnavailable(f"lost the connection to RabbitMQ: {error!r}") from error
+
+    async def publish_many(self, tasks: Sequence[TaskMessage]) -> None:
+        """Publish all `tasks` with up to `confirm_window` confirms outstanding at once.
+
+        Every publish is awaited before this returns; the first failure is raised then.
+        """
+        window = asyncio.Semaphore(self._confirm_window)
+
+        async def publish_one(task: TaskMessage) -> None:
+            async with window:
+                await self.publish(task)
+
+        results = await asyncio.gather(*(publish_one(t) for t in tasks), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()
+

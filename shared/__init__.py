@@ -1,0 +1,52 @@
+"""What the producer and the consumer share: catalog, envelope, topology, events, errors."""
+
+from shared.builtin_tasks import builtin_catalog
+from shared.catalog import DEFAULT_QUEUE, Catalog, TaskSpec
+from shared.connection import connect
+from shared.envelope import TaskMessage, decode, encode
+from shared.errors import (
+    BrokerUnavailable,
+    ConveyorError,
+    InvalidPayload,
+    NotConfigured,
+    PublishFailed,
+    SubmissionError,
+    TaskFailed,
+    UndecodableMessage,
+    UnknownTask,
+)
+from shared.events import TaskEvent, TaskState, decode_event, encode_event, make_event
+from shared.ids import new_task_id
+from shared.logs import configure_logging, log_context
+from shared.topology import Topology, declare_topology, declare_work_queue
+
+__all__ = [
+    "DEFAULT_QUEUE",
+    "BrokerUnavailable",
+    "Catalog",
+    "ConveyorError",
+    "InvalidPayload",
+    "NotConfigured",
+    "PublishFailed",
+    "SubmissionError",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskMessage",
+    "TaskSpec",
+    "TaskState",
+    "Topology",
+    "UndecodableMessage",
+    "UnknownTask",
+    "builtin_catalog",
+    "configure_logging",
+    "connect",
+    "decode",
+    "decode_event",
+    "declare_topology",
+    "declare_work_queue",
+    "encode",
+    "encode_event",
+    "log_context",
+    "make_event",
+    "new_task_id",
+]

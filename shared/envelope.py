@@ -1,0 +1,131 @@
+"""The wire format, in one place: encode(task) -> AMQP message, decode(message) -> task.
+
+Envelope v1: AMQP `message_id` = task id, `content_type` application/json, persistent,
+`timestamp`; headers carry the task name, attempt, schema version and run options; the body
+is the payload as JSON (orjson).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aio_pika import DeliveryMode, Message
+from aio_pika.abc import AbstractMessage
+
+from shared.errors import UndecodableMessage
+
+SCHEMA_VERSION = 1
+CONTENT_TYPE = "application/json"
+
+HEADER_TASK = "x-conveyor-task"
+HEADER_ATTEMPT = "x-conveyor-attempt"
+HEADER_VERSION = "x-conveyor-version"
+HEADER_MAX_RETRIES = "x-conveyor-max-retries"
+HEADER_TIMEOUT_S = "x-conveyor-timeout-s"
+HEADER_REQUEST_ID = "x-request-id"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskMessage:
+    """One task as it travels from producer to consumer."""
+
+    id: str
+    task: str
+    queue: str
+    payload: dict[str, Any]
+    attempt: int = 1
+    max_retries: int = 0
+    timeout_s: float = 300.0
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    request_id: str | None = None
+
+    def next_attempt(self) -> TaskMessage:
+        """The same task, one attempt further (for redelivery by retry)."""
+        return replace(self, attempt=self.attempt + 1)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes of `value` (orjson: fast, UTF-8, datetimes as ISO 8601)."""
+    return orjson.dumps(value)
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON bytes; raises orjson.JSONDecodeError (a ValueError) on bad input."""
+    return orjson.loads(data)
+
+
+def encode(task: TaskMessage) -> Message:
+    """The persistent AMQP message that carries `task`."""
+    headers: dict[str, Any] = {
+        HEADER_TASK: task.task,
+        HEADER_ATTEMPT: task.attempt,
+        HEADER_VERSION: SCHEMA_VERSION,
+        HEADER_MAX_RETRIES: task.max_retries,
+        HEADER_TIMEOUT_S: task.timeout_s,
+    }
+    if task.request_id:
+        headers[HEADER_REQUEST_ID] = task.request_id
+    return Message(
+        body=orjson.dumps(task.payload),
+        content_type=CONTENT_TYPE,
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=task.id,
+        timestamp=task.created_at,
+        headers=headers,
+    )
+
+
+def decode(message: AbstractMessage, queue: str) -> TaskMessage:
+    """The task carried by `message`, or UndecodableMessage saying what is wrong with it."""
+    headers = message.headers or {}
+    version = _int_header(headers, HEADER_VERSION, SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise UndecodableMessage(f"unsupported envelope version {version}")
+    if not message.message_id:
+        raise UndecodableMessage("message has no message_id (the task id)")
+    task = headers.get(HEADER_TASK)
+    if isinstance(task, bytes):
+        task = task.decode("utf-8", "replace")
+    if not isinstance(task, str) or not task:
+        raise UndecodableMessage(f"message has no {HEADER_TASK} header (the task name)")
+    if message.content_type not in (None, "", CONTENT_TYPE):
+        raise UndecodableMessage(f"content_type {message.content_type!r} is not {CONTENT_TYPE}")
+    try:
+        payload = orjson.loads(message.body)
+    except orjson.JSONDecodeError as error:
+        raise UndecodableMessage(f"body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise UndecodableMessage(f"body is JSON {type(payload).__name__}, not an object")
+    attempt = _int_header(headers, HEADER_ATTEMPT, 1)
+    if attempt < 1:
+        raise UndecodableMessage(f"{HEADER_ATTEMPT} must be >= 1, got {attempt}")
+    timestamp = message.timestamp
+    request_id = headers.get(HEADER_REQUEST_ID)
+    return TaskMessage(
+        id=message.message_id,
+        task=task,
+        queue=queue,
+        payload=payload,
+        attempt=attempt,
+        max_retries=_int_header(headers, HEADER_MAX_RETRIES, 0),
+        timeout_s=_float_header(headers, HEADER_TIMEOUT_S, 300.0),
+        created_at=timestamp.replace(tzinfo=UTC) if timestamp else datetime.now(UTC),
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+
+
+def _int_header(headers: Any, name: str, default: int) -> int:
+    value = headers.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UndecodableMessage(f"header {name} must be an integer, got {value!r}")
+    return value
+
+
+def _float_header(headers: Any, name: str, default: float) -> float:
+    value = headers.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UndecodableMessage(f"header {name} must be a number, got {value!r}")
+    return float(value)

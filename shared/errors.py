@@ -1,0 +1,59 @@
+"""Conveyor's exception tree: everything we raise derives from ConveyorError."""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base of every error Conveyor raises on purpose."""
+
+
+class SubmissionError(ConveyorError):
+    """A task submission is invalid; `field` names the offending part (dotted path)."""
+
+    def __init__(self, message: str, field: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.kind = kind
+
+
+class UnknownTask(SubmissionError):
+    """No task of that name is in the catalog."""
+
+
+class InvalidPayload(SubmissionError):
+    """The payload does not fit the task's model; `errors` holds one entry per bad field."""
+
+    def __init__(self, message: str, errors: list[tuple[str, str, str]]) -> None:
+        field = errors[0][0] if errors else "payload"
+        super().__init__(message, field)
+        self.errors = errors
+
+
+class UndecodableMessage(ConveyorError):
+    """An AMQP message is not a Conveyor envelope; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BrokerUnavailable(ConveyorError):
+    """RabbitMQ cannot be reached right now; try again later."""
+
+
+class PublishFailed(ConveyorError):
+    """The broker did not confirm a publish (nacked, returned or timed out)."""
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        super().__init__(f"task {task_id} was not accepted by the broker: {reason}")
+        self.task_id = task_id
+        self.reason = reason
+
+
+class TaskFailed(ConveyorError):
+    """A handler reports that its task failed (e.g. the built-in `fail` task)."""
+
+
+class NotConfigured(ConveyorError):
+    """A task needs a setting that is missing (e.g. send_email without CONVEYOR_SMTP_URL)."""

@@ -1,0 +1,230 @@
+"""Test helpers: unique namespaces, waiting with deadlines, service processes, event logs,
+and a private RabbitMQ node for tests that stop or restart the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+
+from shared.events import TaskEvent, TaskState, decode_event
+from shared.topology import Topology
+
+RUN_ID = secrets.token_hex(3)
+_counter = itertools.count(1)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def unique_namespace(label: str = "t") -> str:
+    """A namespace no other test (or test run) uses."""
+    return f"test-{RUN_ID}-{label}-{next(_counter)}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float, what: str
+) -> None:
+    """Poll `condition` until true; fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class ServiceProcess:
+    """`python -m producer|consumer` as a child process, its stderr kept in a file."""
+
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path) -> None:
+        self.module = module
+        self.log_path = log_dir / f"{module}-{next(_counter)}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**os.environ, **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=tempfile.gettempdir(),  # runs from any working directory
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+
+    async def wait(self, timeout_s: float) -> int:
+        """Exit code, waiting at most `timeout_s`."""
+        await wait_until(lambda: self.proc.poll() is not None, timeout_s, f"{self.module} exit")
+        return int(self.proc.returncode)
+
+    async def wait_log(self, text: str, timeout_s: float = 20) -> None:
+        await wait_until(lambda: text in self.log(), timeout_s, f"{text!r} in {self.module} log")
+
+    def stop(self) -> None:
+        """Kill if still running (test teardown)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._log.close()
+
+
+class EventLog:
+    """Collects every task status event of a namespace (exclusive queue on the events exchange)."""
+
+    def __init__(self) -> None:
+        self.events: list[TaskEvent] = []
+        self._queue: AbstractQueue | None = None
+
+    async def start(self, channel: AbstractChannel, topology: Topology) -> None:
+        exchange = await channel.declare_exchange(
+            topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        self._queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await self._queue.bind(exchange, routing_key="task.*")
+        await self._queue.consume(self._on_message, no_ack=True)
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.events.append(decode_event(message.body))
+
+    def of_state(self, state: TaskState) -> list[TaskEvent]:
+        return [event for event in self.events if event.state is state]
+
+    def finished_ids(self) -> set[str]:
+        return {e.task_id for e in self.events if e.state is not TaskState.RUNNING}
+
+    def succeeded_count(self) -> Counter[str]:
+        """task id -> how many succeeded events it got."""
+        return Counter(e.task_id for e in self.of_state(TaskState.SUCCEEDED))
+
+    def succeeded_by_worker(self) -> Counter[str]:
+        return Counter(e.worker for e in self.of_state(TaskState.SUCCEEDED))
+
+    async def wait_finished(self, ids: set[str] | int, timeout_s: float) -> None:
+        """Wait until every task in `ids` (or that many tasks) has a terminal event."""
+        if isinstance(ids, int):
+            count = ids
+            await wait_until(lambda: len(self.finished_ids()) >= count, timeout_s, f"{count} tasks")
+        else:
+            wanted = set(ids)
+            await wait_until(
+                lambda: wanted <= self.finished_ids(), timeout_s, f"{len(wanted)} tasks to finish"
+            )
+
+
+async def delete_namespace(
+    connection: AbstractConnection, topology: Topology, queues: list[str]
+) -> None:
+    """Delete every queue and exchange of `topology` (a test's cleanup)."""
+    channel = await connection.channel()
+    for name in [topology.work_queue(q) for q in queues] + [topology.dead_letter_queue]:
+        await channel.queue_delete(name)
+    for name in (topology.tasks_exchange, topology.dead_letter_exchange, topology.events_exchange):
+        await channel.exchange_delete(name)
+    await channel.close()
+
+
+async def queue_depth(channel: AbstractChannel, name: str) -> int:
+    """Ready messages in queue `name` (passive declare)."""
+    declared = await channel.declare_queue(name, passive=True)
+    return int(declared.declaration_result.message_count or 0)
+
+
+class RabbitNode:
+    """A private RabbitMQ node on spare ports, for tests that stop or restart the broker.
+
+    Never touches the shared broker: every rabbitmqctl call names this node.
+    """
+
+    def __init__(self) -> None:
+        self.name = f"conveyor-{RUN_ID}-{secrets.token_hex(2)}@localhost"
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="conveyor-rabbit-"))
+        (self.dir / "plugins").write_text("[].\n")
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def _env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.name,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "plugins"),
+        }
+
+    def _ctl(self, *args: str, timeout_s: float = 90) -> None:
+        subprocess.run(
+            ["rabbitmqctl", "-n", self.name, *args],
+            env=self._env(),
+            check=True,
+            capture_output=True,
+            timeout=timeout_s,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            ["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True
+        )
+        self._ctl("await_startup", "--timeout", "60")
+
+    def stop(self) -> None:
+        self._ctl("stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        except (subprocess.SubprocessError, OSError):
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def consumer_env(amqp_url: str, namespace: str, **extra: Any) -> dict[str, str]:
+    """Environment of a consumer/producer process for a test namespace."""
+    env = {
+        "CONVEYOR_AMQP_URL": amqp_url,
+        "CONVEYOR_NAMESPACE": namespace,
+        "CONVEYOR_LOG_LEVEL": "INFO",
+        "CONVEYOR_HEARTBEAT_S": "5",
+    }
+    env.update({f"CONVEYOR_{key.upper()}": str(value) for key, value in extra.items()})
+    return env

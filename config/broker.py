@@ -33,7 +33,7 @@ class BrokerSettings(ConveyorSettings):
     queues: Annotated[list[str], NoDecode] = Field(
         default=["default"],
         min_length=1,
-        description="Comma-separated work queues: the producer declares them, a consumer serves them.",
+        description="Comma-separated work queues: the producer declares, consumers serve.",
     )
     heartbeat_s: int = Field(
         default=10, ge=1, le=600, description="AMQP heartbeat interval in seconds."
@@ -44,7 +44,7 @@ class BrokerSettings(ConveyorSettings):
 
     @field_validator("amqp_url")
     @classmethod
-    def _check_scheme(cls, url: SecretStr) -> SecretStr:
+    def _check_amqp_scheme(cls, url: SecretStr) -> SecretStr:
         # The message never repeats the URL: it may hold a password.
         if not url.get_secret_value().startswith(("amqp://", "amqps://")):
             raise ValueError("the URL must start with amqp:// or amqps://")

@@ -20,7 +20,7 @@ class TaskSettings(ConveyorSettings):
 
     @field_validator("smtp_url")
     @classmethod
-    def _check_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+    def _check_smtp_scheme(cls, url: SecretStr | None) -> SecretStr | None:
         if url is not None and not url.get_secret_value().startswith(("smtp://", "smtps://")):
             raise ValueError("the URL must start with smtp:// or smtps://")
         return url

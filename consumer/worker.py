@@ -72,7 +72,7 @@ class Worker:
         self._prefetch = prefetch
         self._sync_runner = sync_runner
         self._slots: list[_Slot] = []
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Task[object]] = set()
         self._stopping = False
 
     async def start(self) -> None:
@@ -120,11 +120,11 @@ class Worker:
                 return
             current = asyncio.current_task()
             assert current is not None
-            self._running.add(current)  # type: ignore[arg-type]
+            self._running.add(current)
             try:
                 await self._process(message, slot.queue)
             finally:
-                self._running.discard(current)  # type: ignore[arg-type]
+                self._running.discard(current)
 
     async def _process(self, message: AbstractIncomingMessage, queue: str) -> None:
         try:
@@ -133,7 +133,10 @@ class Worker:
             await self._reject(message, queue, "undecodable", error.reason)
             return
         with log_context(
-            task_id=task.id, task=task.task, attempt=task.attempt, worker=self.worker_id,
+            task_id=task.id,
+            task=task.task,
+            attempt=task.attempt,
+            worker=self.worker_id,
             request_id=task.request_id,
         ):
             try:
@@ -169,7 +172,11 @@ class Worker:
             log.info("task %s was redelivered", task.id)
         await report(
             make_event(
-                task.id, task.task, TaskState.RUNNING, task.attempt, self.worker_id,
+                task.id,
+                task.task,
+                TaskState.RUNNING,
+                task.attempt,
+                self.worker_id,
                 redelivered=redelivered,
             )
         )
@@ -186,7 +193,11 @@ class Worker:
             log.warning("task %s failed: %s", task.id, detail)
             await report(
                 make_event(
-                    task.id, task.task, TaskState.FAILED, task.attempt, self.worker_id,
+                    task.id,
+                    task.task,
+                    TaskState.FAILED,
+                    task.attempt,
+                    self.worker_id,
                     redelivered=redelivered,
                     error={"type": type(error).__name__, "message": str(error)},
                 )
@@ -196,7 +207,11 @@ class Worker:
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         await report(
             make_event(
-                task.id, task.task, TaskState.SUCCEEDED, task.attempt, self.worker_id,
+                task.id,
+                task.task,
+                TaskState.SUCCEEDED,
+                task.attempt,
+                self.worker_id,
                 redelivered=redelivered,
                 result=result,
             )
@@ -207,7 +222,7 @@ class Worker:
     async def _call(self, handler: Handler, payload: object, ctx: TaskContext) -> JSONValue:
         if handler.sync:
             return await self._sync_runner.run(handler.fn, payload, ctx)
-        return await handler.fn(payload, ctx)  # type: ignore[misc]
+        return await handler.fn(payload, ctx)
 
     async def _reject(
         self,
@@ -232,6 +247,8 @@ async def _settle(action: Awaitable[None], message: AbstractIncomingMessage) -> 
     try:
         await action
     except Exception as error:
-        log.warning("could not settle message %s (%r); broker will redeliver", message.message_id, error)
+        log.warning(
+            "could not settle message %s (%r); broker will redeliver", message.message_id, error
+        )
         return False
     return True

@@ -45,24 +45,27 @@ def _free_port() -> int:
 
 def _demo_tasks(count: int) -> list[dict[str, Any]]:
     """A mix of quick async tasks, short sleeps and CPU work."""
-    kinds = [
+    kinds: list[dict[str, Any]] = [
         {"task": "echo", "payload": {"greeting": "hello"}},
         {"task": "sleep", "payload": {"seconds": 0.05}},
         {"task": "cpu", "payload": {"ms": 20}},
     ]
-    return [{**kinds[i % len(kinds)], "payload": {**kinds[i % len(kinds)]["payload"]}}
-            for i in range(count)]
+    return [dict(kinds[i % len(kinds)]) for i in range(count)]
 
 
 @contextmanager
 def _services(env: dict[str, str], consumers: int) -> Iterator[list[subprocess.Popen[bytes]]]:
     """The producer and consumer processes; stopped with SIGTERM (then SIGKILL) on exit."""
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [subprocess.Popen([sys.executable, "-m", "producer"], env=env, **quiet)]
-    procs += [
-        subprocess.Popen([sys.executable, "-m", "consumer"], env=env, **quiet)
-        for _ in range(consumers)
-    ]
+
+    def start(module: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    procs = [start("producer")] + [start("consumer") for _ in range(consumers)]
     try:
         yield procs
     finally:
@@ -111,7 +114,9 @@ async def _run(settings: ProducerSettings, count: int, consumers: int) -> Counte
                 await _wait_ready(client, 30)
                 tasks = _demo_tasks(count)
                 for start in range(0, count, 100):
-                    reply = await client.post("/tasks/batch", json={"tasks": tasks[start : start + 100]})
+                    reply = await client.post(
+                        "/tasks/batch", json={"tasks": tasks[start : start + 100]}
+                    )
                     reply.raise_for_status()
             await _follow(watch, count, per_worker)
         await _delete_namespace(channel, topology)
@@ -122,9 +127,7 @@ async def _run(settings: ProducerSettings, count: int, consumers: int) -> Counte
 
 async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Counter[str]) -> None:
     """Advance a progress bar on each finished task until all `count` are done."""
-    columns = (
-        TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
+    columns = (TextColumn("[bold]tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     done: set[str] = set()
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("tasks", total=count)
@@ -144,7 +147,11 @@ async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Cou
 async def _delete_namespace(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> None:
     for queue in (topology.work_queue("default"), topology.dead_letter_queue):
         await channel.queue_delete(queue)
-    for exchange in (topology.tasks_exchange, topology.dead_letter_exchange, topology.events_exchange):
+    for exchange in (
+        topology.tasks_exchange,
+        topology.dead_letter_exchange,
+        topology.events_exchange,
+    ):
         await channel.exchange_delete(exchange)
 
 

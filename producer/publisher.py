@@ -100,4 +100,3 @@ class Publisher:
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             await self._channel.close()
-

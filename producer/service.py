@@ -74,8 +74,8 @@ class ProducerService:
 async def open_submitter(settings: ProducerSettings) -> AsyncIterator[Submitter]:
     """Publish tasks from Python without the HTTP API:
 
-        async with open_submitter(ProducerSettings()) as submitter:
-            await submitter.submit(TaskSubmission(task="echo", payload={"hi": 1}))
+    async with open_submitter(ProducerSettings()) as submitter:
+        await submitter.submit(TaskSubmission(task="echo", payload={"hi": 1}))
     """
     service = ProducerService(settings)
     try:

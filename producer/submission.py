@@ -59,12 +59,16 @@ class Submitter:
             task=spec.name,
             queue=queue,
             payload=payload.model_dump(mode="json"),
-            max_retries=spec.max_retries if submission.max_retries is None else submission.max_retries,
+            max_retries=spec.max_retries
+            if submission.max_retries is None
+            else submission.max_retries,
             timeout_s=spec.timeout_s if submission.timeout_s is None else submission.timeout_s,
             request_id=request_id,
         )
 
-    async def submit(self, submission: TaskSubmission, request_id: str | None = None) -> TaskMessage:
+    async def submit(
+        self, submission: TaskSubmission, request_id: str | None = None
+    ) -> TaskMessage:
         """Validate and publish one task; returns it once the broker confirmed it."""
         task = self.prepare(submission, request_id)
         await self.publisher.publish(task)

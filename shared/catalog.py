@@ -78,4 +78,6 @@ class Catalog(Mapping[str, TaskSpec]):
                 for item in error.errors()
             ]
             summary = "; ".join(f"{field}: {msg}" for field, msg, _ in problems)
-            raise InvalidPayload(f"invalid payload for task {name!r}: {summary}", problems) from None
+            raise InvalidPayload(
+                f"invalid payload for task {name!r}: {summary}", problems
+            ) from None

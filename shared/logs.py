@@ -13,15 +13,15 @@ from typing import Any
 import orjson
 
 # Fields (task_id, task, attempt, worker, request_id) attached to every line logged in a context.
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "conveyor_log_context", default={}
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "conveyor_log_context", default=None
 )
 
 
 @contextmanager
 def log_context(**fields: Any) -> Iterator[None]:
     """Attach `fields` to every log line written inside the block (and tasks it starts)."""
-    token = _context.set({**_context.get(), **fields})
+    token = _context.set({**(_context.get() or {}), **fields})
     try:
         yield
     finally:
@@ -30,7 +30,7 @@ def log_context(**fields: Any) -> Iterator[None]:
 
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.conveyor = _context.get()
+        record.conveyor = _context.get() or {}
         return True
 
 

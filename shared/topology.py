@@ -16,10 +16,11 @@ from typing import Literal
 
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
-
-QueueType = Literal["quorum", "classic"]
+from pamqp.common import FieldTable
 
 from config.broker import RESERVED_QUEUE_NAMES
+
+QueueType = Literal["quorum", "classic"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class Topology:
             raise ValueError(f"queue name {queue!r} is reserved")
         return f"{self.namespace}.{queue}"
 
-    def work_queue_arguments(self) -> dict[str, str]:
+    def work_queue_arguments(self) -> FieldTable:
         return {
             "x-queue-type": self.queue_type,
             "x-dead-letter-exchange": self.dead_letter_exchange,

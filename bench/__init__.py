@@ -1,0 +1,1 @@
+"""Benchmark of Conveyor against a minimal raw aio-pika pair: `python -m bench.run`."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from typing import Protocol
 
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
@@ -19,6 +20,17 @@ from shared.errors import BrokerUnavailable, PublishFailed
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+
+class TaskPublisher(Protocol):
+    """What the Submitter needs from a publisher (a stand-in in unit tests)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def publish(self, task: TaskMessage) -> None: ...
+
+    async def publish_many(self, tasks: Sequence[TaskMessage]) -> None: ...
 
 
 class Publisher:

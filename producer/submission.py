@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from producer.publisher import Publisher
+from producer.publisher import TaskPublisher
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage
 from shared.errors import SubmissionError
@@ -33,7 +33,7 @@ class TaskSubmission(BaseModel):
 class Submitter:
     """Validates submissions against the catalog and publishes them with confirms."""
 
-    def __init__(self, catalog: Catalog, publisher: Publisher, queues: Collection[str]) -> None:
+    def __init__(self, catalog: Catalog, publisher: TaskPublisher, queues: Collection[str]) -> None:
         self.catalog = catalog
         self.publisher = publisher
         self.queues = frozenset(queues) | catalog.queues

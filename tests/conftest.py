@@ -100,7 +100,7 @@ async def events(broker: AbstractRobustConnection, topology: Topology) -> AsyncI
 
 @pytest.fixture
 def producer_settings(amqp_url: str, namespace: str) -> ProducerSettings:
-    return ProducerSettings(amqp_url=amqp_url, namespace=namespace, test_tasks=True)  # type: ignore[arg-type]
+    return ProducerSettings(amqp_url=amqp_url, namespace=namespace, test_tasks=True)
 
 
 @pytest.fixture

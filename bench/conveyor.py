@@ -1,0 +1,100 @@
+"""Conveyor's side of the benchmark, used only through its public surface.
+
+Publishing goes through `open_submitter` (the in-process Python API), consuming through
+`python -m consumer` processes configured by CONVEYOR_* variables, completions through the
+`task.succeeded` events on `{ns}.events`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Literal
+
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from pydantic import SecretStr
+
+from bench.common import CONFIRM_WINDOW, CONVEYOR_QUEUE, Names, child_env
+from config import ProducerSettings
+from producer.service import open_submitter
+from producer.submission import Submitter, TaskSubmission
+
+CONSUMER_ARGV = [sys.executable, "-m", "consumer"]
+
+
+def producer_settings(
+    url: str, names: Names, queue_type: Literal["quorum", "classic"]
+) -> ProducerSettings:
+    """Producer settings of the run (explicit, so stray CONVEYOR_* variables don't leak in)."""
+    return ProducerSettings(
+        amqp_url=SecretStr(url),
+        namespace=names.namespace,
+        queue_type=queue_type,
+        queues=[CONVEYOR_QUEUE],
+        confirm_window=CONFIRM_WINDOW,
+    )
+
+
+@asynccontextmanager
+async def submitter_for(
+    settings: ProducerSettings, connect_timeout_s: float = 30.0
+) -> AsyncIterator[Submitter]:
+    """open_submitter with a deadline on connecting (it otherwise retries forever)."""
+    async with AsyncExitStack() as stack:
+        async with asyncio.timeout(connect_timeout_s):
+            submitter = await stack.enter_async_context(open_submitter(settings))
+        yield submitter
+
+
+def submissions(tasks: int) -> list[TaskSubmission]:
+    """N no-op `echo` submissions (built before the clock starts)."""
+    return [TaskSubmission(task="echo", payload={"i": i}) for i in range(tasks)]
+
+
+def consumer_env(
+    url: str, names: Names, queue_type: str, loop: str, events: bool
+) -> dict[str, str]:
+    """CONVEYOR_* settings of one bench consumer: 1 slot, prefetch 1, the run's loop."""
+    return child_env(
+        {
+            "CONVEYOR_AMQP_URL": url,
+            "CONVEYOR_NAMESPACE": names.namespace,
+            "CONVEYOR_QUEUE_TYPE": queue_type,
+            "CONVEYOR_QUEUES": CONVEYOR_QUEUE,
+            "CONVEYOR_CONCURRENCY": "1",
+            "CONVEYOR_PREFETCH": "1",
+            "CONVEYOR_EVENTS": "true" if events else "false",
+            "CONVEYOR_EVENT_LOOP": loop,
+            "CONVEYOR_LOG_LEVEL": "INFO",
+            "CONVEYOR_SHUTDOWN_GRACE_S": "5",
+        }
+    )
+
+
+async def subscribe_succeeded(
+    channel: AbstractChannel, names: Names, completions: dict[str, float]
+) -> AbstractQueue:
+    """An exclusive auto-delete queue on `task.succeeded` events; records arrival times."""
+    queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+    await queue.bind(names.events_exchange, routing_key="task.succeeded")
+
+    async def on_event(message: AbstractIncomingMessage) -> None:
+        at = time.perf_counter()
+        completions[orjson.loads(message.body)["task_id"]] = at
+
+    await queue.consume(on_event, no_ack=True)
+    return queue
+
+
+def latency_sender(submitter: Submitter) -> Callable[[int], Awaitable[str]]:
+    """send(i) for paced_latency: one Submitter.submit through the public API."""
+
+    async def send(i: int) -> str:
+        task = await submitter.submit(TaskSubmission(task="echo", payload={"i": i}))
+        return task.id
+
+    return send

@@ -1,0 +1,190 @@
+"""The three measurements, independent of who publishes or consumes: enqueue, drain, latency.
+
+Drain is measured from the broker's side (queue depth by passive declare), so consumer
+process start-up never counts; latency is measured in the bench process only, so both
+timestamps come from one clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import psutil
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from bench.common import Children, say
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """N confirmed publishes: wall time and the publishing process's CPU time."""
+
+    tasks: int
+    seconds: float
+    per_s: float
+    cpu_s_per_1k: float
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """Queue depth fall while all consumers were attached, and their CPU time meanwhile."""
+
+    tasks: int
+    seconds: float
+    per_s: float
+    cpu_s_per_1k: float
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyResult:
+    """Publish-to-completion times of tasks sent at a steady rate (milliseconds)."""
+
+    tasks: int
+    rate_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+async def timed_enqueue(tasks: int, publish: Awaitable[None], timeout_s: float) -> EnqueueResult:
+    """Await `publish` (N confirmed publishes) and measure wall and process CPU time."""
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    async with asyncio.timeout(timeout_s):
+        await publish
+    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
+    return EnqueueResult(tasks, seconds, tasks / seconds, cpu / tasks * 1000)
+
+
+class QueueProbe:
+    """Queue depth and consumer count by passive declare, on a channel of its own.
+
+    A failed passive declare closes its channel, so the probe reopens one when needed.
+    """
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        self._connection = connection
+        self._channel: AbstractChannel | None = None
+
+    async def counts(self, queue: str, timeout_s: float = 5.0) -> tuple[int, int]:
+        """(ready messages, consumers) of `queue`."""
+        async with asyncio.timeout(timeout_s):
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self._connection.channel()
+            declared = await self._channel.declare_queue(queue, passive=True)
+        result = declared.declaration_result
+        return result.message_count or 0, result.consumer_count or 0
+
+    async def wait_consumers(
+        self,
+        queue: str,
+        count: int,
+        children: Children,
+        procs: Sequence[subprocess.Popen[bytes]],
+        timeout_s: float = 60.0,
+    ) -> None:
+        """Wait until `count` consumers are attached to `queue` (the processes started)."""
+        async with asyncio.timeout(timeout_s):
+            while (await self.counts(queue))[1] < count:
+                children.check_alive(procs)
+                await asyncio.sleep(0.02)
+
+
+def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds the processes used so far."""
+    total = 0.0
+    for proc in procs:
+        times = psutil.Process(proc.pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+async def measure_drain(
+    probe: QueueProbe,
+    queue: str,
+    children: Children,
+    procs: Sequence[subprocess.Popen[bytes]],
+    timeout_s: float,
+    interval_s: float = 0.005,
+) -> DrainResult:
+    """Poll the depth of a pre-filled `queue` while `procs` consume it.
+
+    The clock (and the CPU baseline) starts at the first poll that sees all consumers
+    attached and stops at the first poll that sees 0 ready messages: start-up and
+    connection set-up of the processes are outside the window.
+    """
+    start: tuple[float, int, float] | None = None
+    async with asyncio.timeout(timeout_s):
+        while True:
+            children.check_alive(procs)
+            messages, consumers = await probe.counts(queue)
+            now = time.perf_counter()
+            if start is None and consumers >= len(procs):
+                if messages == 0:
+                    raise RuntimeError(f"{queue} was empty once all consumers were attached")
+                start = (now, messages, cpu_seconds(procs))
+            elif start is not None and messages == 0:
+                cpu_end = cpu_seconds(procs)
+                break
+            await asyncio.sleep(interval_s)
+    assert start is not None
+    t0, drained, cpu0 = start
+    seconds = now - t0
+    return DrainResult(drained, seconds, drained / seconds, (cpu_end - cpu0) / drained * 1000)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (no interpolation, so p99 is a latency that happened)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def paced_latency(
+    send: Callable[[int], Awaitable[str]],
+    completions: dict[str, float],
+    rate_per_s: float,
+    seconds: float,
+    timeout_s: float = 30.0,
+) -> LatencyResult:
+    """Send tasks at a steady `rate_per_s` for `seconds`; latency = completion - send time.
+
+    `send(i)` publishes task i and returns its id; `completions` is filled (id ->
+    perf_counter) by a subscriber as completion messages arrive. Ids are matched after the
+    fact, so a completion may arrive before its publish was confirmed.
+    """
+    total = max(1, round(rate_per_s * seconds))
+    sent: dict[str, float] = {}
+    pending: list[asyncio.Task[None]] = []
+
+    async def send_one(i: int) -> None:
+        at = time.perf_counter()
+        sent[await send(i)] = at
+
+    try:
+        async with asyncio.timeout(seconds + timeout_s):
+            t0 = time.perf_counter()
+            for i in range(total):
+                delay = t0 + i / rate_per_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                pending.append(asyncio.create_task(send_one(i)))
+            await asyncio.gather(*pending)
+            while not completions.keys() >= sent.keys():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        missing = len(sent.keys() - completions.keys())
+        say(f"latency: {missing} of {total} tasks had no completion before the deadline")
+        raise
+    finally:
+        for task in pending:
+            task.cancel()
+    latencies = [(completions[task_id] - at) * 1000 for task_id, at in sent.items()]
+    return LatencyResult(
+        total, rate_per_s, percentile(latencies, 50), percentile(latencies, 99), max(latencies)
+    )

@@ -1,0 +1,89 @@
+"""The wire format: what encode writes, decode reads back, and what decode refuses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aio_pika import DeliveryMode, Message
+
+from shared.envelope import (
+    HEADER_ATTEMPT,
+    HEADER_TASK,
+    HEADER_VERSION,
+    SCHEMA_VERSION,
+    TaskMessage,
+    decode,
+    encode,
+)
+from shared.errors import UndecodableMessage
+from shared.ids import new_task_id
+
+
+def _task(**overrides: Any) -> TaskMessage:
+    values: dict[str, Any] = {
+        "id": new_task_id(),
+        "task": "echo",
+        "queue": "default",
+        "payload": {"text": "héllo", "n": [1, 2.5, None]},
+        "attempt": 2,
+        "max_retries": 5,
+        "timeout_s": 12.5,
+        "created_at": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "request_id": "req-1",
+    }
+    values.update(overrides)
+    return TaskMessage(**values)
+
+
+def test_encode_sets_the_amqp_properties_of_the_envelope() -> None:
+    task = _task()
+    message = encode(task)
+    assert message.message_id == task.id
+    assert message.content_type == "application/json"
+    assert message.delivery_mode == DeliveryMode.PERSISTENT
+    assert message.timestamp is not None
+    assert message.headers[HEADER_TASK] == "echo"
+    assert message.headers[HEADER_ATTEMPT] == 2
+    assert message.headers[HEADER_VERSION] == SCHEMA_VERSION
+    assert message.body == '{"text":"héllo","n":[1,2.5,null]}'.encode()
+
+
+def test_decode_reads_back_what_encode_wrote() -> None:
+    task = _task()
+    assert decode(encode(task), "default") == task
+
+
+def test_task_ids_sort_by_creation_time() -> None:
+    ids = [new_task_id() for _ in range(100)]
+    assert ids == sorted(ids) and len(set(ids)) == 100
+
+
+def _message(body: bytes = b"{}", **props: Any) -> Message:
+    headers = props.pop("headers", {HEADER_TASK: "echo"})
+    props.setdefault("message_id", "m-1")
+    return Message(body=body, headers=headers, **props)
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (_message(b"not json"), "not valid JSON"),
+        (_message(b"[1, 2]"), "not an object"),
+        (_message(headers={}), "x-conveyor-task"),
+        (_message(message_id=None), "message_id"),
+        (_message(headers={HEADER_TASK: "echo", HEADER_VERSION: 99}), "version 99"),
+        (_message(headers={HEADER_TASK: "echo", HEADER_ATTEMPT: "x"}), "integer"),
+        (_message(headers={HEADER_TASK: "echo", HEADER_ATTEMPT: 0}), ">= 1"),
+        (_message(content_type="text/plain"), "content_type"),
+    ],
+)
+def test_decode_refuses_a_message_that_is_not_an_envelope(message: Message, reason: str) -> None:
+    with pytest.raises(UndecodableMessage, match=reason):
+        decode(message, "default")
+
+
+def test_decode_accepts_a_minimal_hand_written_message() -> None:
+    task = decode(_message(b'{"a": 1}'), "default")
+    assert (task.id, task.task, task.payload, task.attempt) == ("m-1", "echo", {"a": 1}, 1)

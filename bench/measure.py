@@ -51,7 +51,7 @@ class LatencyResult:
     max_ms: float
 
 
-async def timed_enqueue(tasks: int, publish: Awaitable[None], timeout_s: float) -> EnqueueResult:
+async def timed_enqueue(tasks: int, publish: Awaitable[object], timeout_s: float) -> EnqueueResult:
     """Await `publish` (N confirmed publishes) and measure wall and process CPU time."""
     cpu0, t0 = time.process_time(), time.perf_counter()
     async with asyncio.timeout(timeout_s):

@@ -27,9 +27,7 @@ from bench.common import CONFIRM_WINDOW, RAW_ROUTING_KEY, Names
 async def declare_raw(channel: AbstractChannel, names: Names, queue_type: str) -> None:
     """Declare the raw exchange, its dead-letter exchange and its durable work queue."""
     await channel.declare_exchange(names.raw_dlx, ExchangeType.FANOUT, durable=True)
-    exchange = await channel.declare_exchange(
-        names.raw_exchange, ExchangeType.DIRECT, durable=True
-    )
+    exchange = await channel.declare_exchange(names.raw_exchange, ExchangeType.DIRECT, durable=True)
     queue = await channel.declare_queue(
         names.raw_queue,
         durable=True,

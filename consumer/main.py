@@ -16,6 +16,7 @@ from consumer.sync_runner import SyncRunner
 from consumer.worker import Worker
 from shared.builtin_tasks import builtin_catalog
 from shared.connection import connect
+from shared.health import keep_alive
 from shared.logs import configure_logging
 from shared.runtime import run as run_on_loop
 from shared.topology import Topology, declare_topology
@@ -67,7 +68,12 @@ async def _main(settings: ConsumerSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await serve(settings, stop)
+    alive = asyncio.create_task(keep_alive(settings.health_file))
+    try:
+        await serve(settings, stop)
+    finally:
+        alive.cancel()
+        await asyncio.gather(alive, return_exceptions=True)
 
 
 def main() -> None:

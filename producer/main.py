@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from config import ProducerSettings, load_settings
 from producer.api import create_app
 from producer.service import ProducerService
+from shared.health import keep_alive
 from shared.logs import configure_logging
 from shared.runtime import run as run_on_loop
 
@@ -26,7 +28,10 @@ def build_app(settings: ProducerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start()
+        alive = asyncio.create_task(keep_alive(settings.health_file))
         yield
+        alive.cancel()
+        await asyncio.gather(alive, return_exceptions=True)
         await service.stop()
 
     app.router.lifespan_context = lifespan

@@ -1,0 +1,32 @@
+# One image for both roles: `python -m producer` (default) or `python -m consumer`.
+# Stage 1 builds wheels (needs no compiler for our deps, but keeps pip caches out of the image).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY config ./config
+COPY shared ./shared
+COPY producer ./producer
+COPY consumer ./consumer
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[fast]'
+
+# Stage 2: the runtime, non-root.
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin conveyor
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels 'conveyor[fast]' \
+    && rm -rf /wheels
+USER conveyor
+WORKDIR /home/conveyor
+ENV PYTHONUNBUFFERED=1 \
+    CONVEYOR_LOG_FORMAT=json \
+    CONVEYOR_HTTP_HOST=0.0.0.0 \
+    CONVEYOR_HTTP_PORT=8000 \
+    CONVEYOR_HEALTH_FILE=/tmp/conveyor-alive
+EXPOSE 8000
+# Both services touch CONVEYOR_HEALTH_FILE every 5 s while their event loop runs.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-m", "shared.health"]
+# The consumer finishes in-flight tasks on SIGTERM (CONVEYOR_SHUTDOWN_GRACE_S, default 30 s):
+# give it a longer stop timeout (compose: stop_grace_period).
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "producer"]

@@ -12,7 +12,7 @@ import math
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 from aio_pika.abc import AbstractChannel, AbstractConnection
@@ -21,8 +21,12 @@ from bench.common import Children, say
 
 
 @dataclass(frozen=True, slots=True)
-class EnqueueResult:
-    """N confirmed publishes: wall time and the publishing process's CPU time."""
+class Throughput:
+    """Tasks moved in a time window, and CPU seconds per 1,000 of them.
+
+    Enqueue: wall time of the confirmed publishes, the publishing process's CPU. Drain: the
+    queue depth fall while all consumers were attached, the consumer processes' CPU.
+    """
 
     tasks: int
     seconds: float
@@ -30,14 +34,12 @@ class EnqueueResult:
     cpu_s_per_1k: float
 
 
-@dataclass(frozen=True, slots=True)
-class DrainResult:
-    """Queue depth fall while all consumers were attached, and their CPU time meanwhile."""
-
-    tasks: int
-    seconds: float
-    per_s: float
-    cpu_s_per_1k: float
+def pooled(samples: Sequence[Throughput]) -> Throughput:
+    """Several samples as one: total tasks over total time (ABBA rounds cancel drift)."""
+    tasks = sum(s.tasks for s in samples)
+    seconds = sum(s.seconds for s in samples)
+    cpu = sum(s.cpu_s_per_1k * s.tasks / 1000 for s in samples)
+    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +53,14 @@ class LatencyResult:
     max_ms: float
 
 
-async def timed_enqueue(tasks: int, publish: Awaitable[object], timeout_s: float) -> EnqueueResult:
+async def timed_enqueue(tasks: int, publish: Awaitable[object], timeout_s: float) -> Throughput:
     """Await `publish` (N confirmed publishes) and measure wall and process CPU time."""
     cpu0, t0 = time.process_time(), time.perf_counter()
     async with asyncio.timeout(timeout_s):
         await publish
     seconds = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
-    return EnqueueResult(tasks, seconds, tasks / seconds, cpu / tasks * 1000)
+    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000)
 
 
 class QueueProbe:
@@ -111,7 +113,7 @@ async def measure_drain(
     procs: Sequence[subprocess.Popen[bytes]],
     timeout_s: float,
     interval_s: float = 0.005,
-) -> DrainResult:
+) -> Throughput:
     """Poll the depth of a pre-filled `queue` while `procs` consume it.
 
     The clock (and the CPU baseline) starts at the first poll that sees all consumers
@@ -135,7 +137,7 @@ async def measure_drain(
     assert start is not None
     t0, drained, cpu0 = start
     seconds = now - t0
-    return DrainResult(drained, seconds, drained / seconds, (cpu_end - cpu0) / drained * 1000)
+    return Throughput(drained, seconds, drained / seconds, (cpu_end - cpu0) / drained * 1000)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -145,46 +147,77 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-async def paced_latency(
-    send: Callable[[int], Awaitable[str]],
-    completions: dict[str, float],
-    rate_per_s: float,
-    seconds: float,
-    timeout_s: float = 30.0,
-) -> LatencyResult:
-    """Send tasks at a steady `rate_per_s` for `seconds`; latency = completion - send time.
+Send = Callable[[int], Awaitable[str]]
 
-    `send(i)` publishes task i and returns its id; `completions` is filled (id ->
-    perf_counter) by a subscriber as completion messages arrive. Ids are matched after the
-    fact, so a completion may arrive before its publish was confirmed.
+
+@dataclass(slots=True)
+class LatencySide:
+    """One side of the latency test: how to send task i, and what arrived when."""
+
+    send: Send
+    completions: dict[str, float] = field(default_factory=dict)
+    sent: dict[str, float] = field(default_factory=dict)
+
+    def result(self, rate_per_s: float) -> LatencyResult:
+        latencies = [(self.completions[key] - at) * 1000 for key, at in self.sent.items()]
+        return LatencyResult(
+            len(latencies),
+            rate_per_s,
+            percentile(latencies, 50),
+            percentile(latencies, 99),
+            max(latencies),
+        )
+
+
+async def paced_block(side: LatencySide, rate_per_s: float, tasks: int, timeout_s: float) -> None:
+    """Send `tasks` tasks at a steady rate, then wait until all of them completed.
+
+    Send times are taken just before each publish; ids are matched after the fact, so a
+    completion may arrive before its publish was confirmed.
     """
-    total = max(1, round(rate_per_s * seconds))
     sent: dict[str, float] = {}
     pending: list[asyncio.Task[None]] = []
 
     async def send_one(i: int) -> None:
         at = time.perf_counter()
-        sent[await send(i)] = at
+        sent[await side.send(i)] = at
 
     try:
-        async with asyncio.timeout(seconds + timeout_s):
+        async with asyncio.timeout(tasks / rate_per_s + timeout_s):
             t0 = time.perf_counter()
-            for i in range(total):
+            for i in range(tasks):
                 delay = t0 + i / rate_per_s - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 pending.append(asyncio.create_task(send_one(i)))
             await asyncio.gather(*pending)
-            while not completions.keys() >= sent.keys():
-                await asyncio.sleep(0.01)
+            while not side.completions.keys() >= sent.keys():
+                await asyncio.sleep(0.005)
     except TimeoutError:
-        missing = len(sent.keys() - completions.keys())
-        say(f"latency: {missing} of {total} tasks had no completion before the deadline")
+        missing = len(sent.keys() - side.completions.keys())
+        say(f"latency: {missing} of {tasks} tasks had no completion before the deadline")
         raise
     finally:
         for task in pending:
             task.cancel()
-    latencies = [(completions[task_id] - at) * 1000 for task_id, at in sent.items()]
-    return LatencyResult(
-        total, rate_per_s, percentile(latencies, 50), percentile(latencies, 99), max(latencies)
-    )
+    side.sent.update(sent)
+
+
+async def alternating_latency(
+    sides: dict[str, LatencySide],
+    rate_per_s: float,
+    seconds: float,
+    block_s: float = 1.0,
+    timeout_s: float = 30.0,
+) -> dict[str, LatencyResult]:
+    """`seconds` of steady-rate sends per side, in alternating blocks of `block_s`.
+
+    Alternating keeps both sides under the same background load on a shared machine;
+    each block waits for its completions, so the sides never overlap.
+    """
+    per_block = max(1, round(rate_per_s * block_s))
+    blocks = max(1, round(rate_per_s * seconds / per_block))
+    for _ in range(blocks):
+        for side in sides.values():
+            await paced_block(side, rate_per_s, per_block, timeout_s)
+    return {name: side.result(rate_per_s) for name, side in sides.items()}

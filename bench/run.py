@@ -14,10 +14,12 @@ import argparse
 import asyncio
 import atexit
 import secrets
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -50,14 +52,16 @@ from bench.conveyor import (
     subscribe_succeeded,
 )
 from bench.measure import (
-    DrainResult,
+    LatencySide,
     QueueProbe,
+    alternating_latency,
     measure_drain,
-    paced_latency,
+    pooled,
     timed_enqueue,
 )
 from bench.raw import RawPublisher, declare_raw, raw_consumer_argv, subscribe_replies
 from bench.report import print_results
+from producer.submission import Submitter
 
 Results = dict[str, Any]
 
@@ -79,107 +83,127 @@ class Config:
         return 60 + self.tasks / 100
 
 
-async def expect_depth(probe: QueueProbe, queue: str, tasks: int) -> None:
-    """Warn if the pre-filled queue does not hold exactly the tasks just published."""
-    messages, _ = await probe.counts(queue)
-    if messages != tasks:
-        say(f"warning: {queue} holds {messages} messages, expected {tasks}")
+class Bench:
+    """One event loop's measurements, ordered ABBA so drift on a shared machine cancels.
 
-
-async def run_raw(
-    cfg: Config, loop: LoopName, children: Children, observer: AbstractConnection, out: Results
-) -> None:
-    """Raw pair: enqueue N, drain them with 2 processes, then latency with the same ones."""
-    names, probe = cfg.names, QueueProbe(observer)
-    setup = await observer.channel()
-    await declare_raw(setup, names, cfg.queue_type)
-    await setup.close()
-    async with asyncio.timeout(15):
-        publishing = await aio_pika.connect(cfg.url)
-    async with publishing:
-        publisher = await RawPublisher.open(publishing, names)
-        say(f"[{loop}] raw: enqueue {cfg.tasks} tasks")
-        out["enqueue_raw"] = await timed_enqueue(
-            cfg.tasks, publisher.publish_many(cfg.tasks), cfg.timeout_s
-        )
-        await expect_depth(probe, names.raw_queue, cfg.tasks)
-        argv = raw_consumer_argv(cfg.url, names, loop)
-        procs = [children.spawn(argv, child_env({}), f"raw-{loop}") for _ in range(2)]
-        try:
-            say(f"[{loop}] raw: drain with {CONSUMER_PROCESSES} processes")
-            out["drain_raw"] = await measure_drain(
-                probe, names.raw_queue, children, procs, cfg.timeout_s
-            )
-            completions: dict[str, float] = {}
-            replies = await subscribe_replies(await observer.channel(), completions)
-            say(f"[{loop}] raw: latency at {cfg.latency_rate:g}/s")
-
-            async def send(i: int) -> str:
-                return await publisher.publish(i, reply_to=replies.name)
-
-            out["latency_raw"] = await paced_latency(
-                send, completions, cfg.latency_rate, cfg.latency_seconds
-            )
-        finally:
-            await children.stop(procs)
-
-
-async def conveyor_drain(
-    cfg: Config, loop: LoopName, children: Children, probe: QueueProbe, events: bool
-) -> tuple[DrainResult, list[Any]]:
-    """Start 2 `python -m consumer` processes on the pre-filled queue and measure the drain.
-
-    Returns the still-running processes too, so the latency test can reuse them.
+    enqueue raw, Conveyor | drain raw, Conveyor (events off) | enqueue Conveyor, raw |
+    drain Conveyor (events on), raw | latency, alternating 1 s blocks of raw and Conveyor
+    with both consumer pairs attached.
     """
-    env = consumer_env(cfg.url, cfg.names, cfg.queue_type, loop, events)
-    label = f"conveyor-{loop}-events-{'on' if events else 'off'}"
-    procs = [children.spawn(CONSUMER_ARGV, env, label) for _ in range(CONSUMER_PROCESSES)]
-    try:
-        say(f"[{loop}] Conveyor: drain, events={'on' if events else 'off'}")
-        result = await measure_drain(
-            probe, cfg.names.conveyor_queue, children, procs, cfg.timeout_s
-        )
-        dead, _ = await probe.counts(f"{cfg.names.namespace}.dead")
-        if dead:
-            raise RuntimeError(f"Conveyor dead-lettered {dead} bench tasks: numbers are invalid")
-    except BaseException:
-        await children.stop(procs)
-        raise
-    return result, procs
 
+    def __init__(
+        self,
+        cfg: Config,
+        loop: LoopName,
+        children: Children,
+        observer: AbstractConnection,
+        out: Results,
+    ) -> None:
+        self.cfg, self.loop, self.children, self.out = cfg, loop, children, out
+        self.observer = observer
+        self.probe = QueueProbe(observer)
+        self.kept: list[subprocess.Popen[bytes]] = []
 
-async def run_conveyor(
-    cfg: Config, loop: LoopName, children: Children, observer: AbstractConnection, out: Results
-) -> None:
-    """Conveyor: enqueue N, drain (events off), refill, drain (events on), then latency."""
-    names, probe = cfg.names, QueueProbe(observer)
-    settings = producer_settings(cfg.url, names, cfg.queue_type)
-    async with submitter_for(settings) as submitter:
-        items = submissions(cfg.tasks)
-        say(f"[{loop}] Conveyor: enqueue {cfg.tasks} tasks (one submit_many call)")
-        out["enqueue_conveyor"] = await timed_enqueue(
-            cfg.tasks, submitter.submit_many(items), cfg.timeout_s
-        )
-        await expect_depth(probe, names.conveyor_queue, cfg.tasks)
-        out["drain_conveyor"], procs = await conveyor_drain(cfg, loop, children, probe, False)
-        await children.stop(procs)
+    def _say(self, message: str) -> None:
+        say(f"[{self.loop}] {message}")
 
-        items = submissions(cfg.tasks)
-        say(f"[{loop}] Conveyor: refill {cfg.tasks} tasks")
-        out["enqueue_conveyor_refill"] = await timed_enqueue(
-            cfg.tasks, submitter.submit_many(items), cfg.timeout_s
+    async def _expect_depth(self, queue: str) -> None:
+        """Warn if a pre-filled queue does not hold exactly the tasks just published."""
+        messages, _ = await self.probe.counts(queue)
+        if messages != self.cfg.tasks:
+            say(f"warning: {queue} holds {messages} messages, expected {self.cfg.tasks}")
+
+    async def enqueue_raw(self, publisher: RawPublisher, key: str) -> None:
+        self._say(f"raw: enqueue {self.cfg.tasks} tasks")
+        self.out[key] = await timed_enqueue(
+            self.cfg.tasks, publisher.publish_many(self.cfg.tasks), self.cfg.timeout_s
         )
-        await expect_depth(probe, names.conveyor_queue, cfg.tasks)
-        out["drain_conveyor_events"], procs = await conveyor_drain(cfg, loop, children, probe, True)
+        await self._expect_depth(self.cfg.names.raw_queue)
+
+    async def enqueue_conveyor(self, submitter: Submitter, key: str) -> None:
+        items = submissions(self.cfg.tasks)  # built before the clock starts
+        self._say(f"Conveyor: enqueue {self.cfg.tasks} tasks (one submit_many call)")
+        self.out[key] = await timed_enqueue(
+            self.cfg.tasks, submitter.submit_many(items), self.cfg.timeout_s
+        )
+        await self._expect_depth(self.cfg.names.conveyor_queue)
+
+    async def drain(self, key: str, events: bool | None, keep: bool) -> None:
+        """Start 2 consumer processes on a pre-filled queue and measure its drain.
+
+        `events` None: the raw consumer; else `python -m consumer` with CONVEYOR_EVENTS.
+        `keep` leaves them running for the latency test.
+        """
+        cfg = self.cfg
+        if events is None:
+            argv, queue = raw_consumer_argv(cfg.url, cfg.names, self.loop), cfg.names.raw_queue
+            env, label = child_env({}), f"raw-{self.loop}"
+        else:
+            argv, queue = CONSUMER_ARGV, cfg.names.conveyor_queue
+            env = consumer_env(cfg.url, cfg.names, cfg.queue_type, self.loop, events)
+            label = f"conveyor-{self.loop}-events-{'on' if events else 'off'}"
+        procs = [self.children.spawn(argv, env, label) for _ in range(CONSUMER_PROCESSES)]
         try:
-            completions: dict[str, float] = {}
-            await subscribe_succeeded(await observer.channel(), names, completions)
-            say(f"[{loop}] Conveyor: latency at {cfg.latency_rate:g}/s (Submitter.submit)")
-            out["latency_conveyor"] = await paced_latency(
-                latency_sender(submitter), completions, cfg.latency_rate, cfg.latency_seconds
+            self._say(f"drain {key} with {CONSUMER_PROCESSES} processes")
+            self.out[key] = await measure_drain(
+                self.probe, queue, self.children, procs, cfg.timeout_s
             )
+            dead, _ = await self.probe.counts(f"{cfg.names.namespace}.dead")
+            if dead:
+                raise RuntimeError(f"Conveyor dead-lettered {dead} bench tasks: invalid numbers")
+        except BaseException:
+            await self.children.stop(procs)
+            raise
+        if keep:
+            self.kept.extend(procs)
+        else:
+            await self.children.stop(procs)
+
+    async def latency(self, publisher: RawPublisher, submitter: Submitter) -> None:
+        """Alternating steady-rate blocks; completions: raw replies, Conveyor task.succeeded."""
+        cfg = self.cfg
+        raw_done: dict[str, float] = {}
+        replies = await subscribe_replies(await self.observer.channel(), raw_done)
+
+        async def send_raw(i: int) -> str:
+            return await publisher.publish(i, reply_to=replies.name)
+
+        raw = LatencySide(send_raw, raw_done)
+        conveyor = LatencySide(latency_sender(submitter))
+        await subscribe_succeeded(await self.observer.channel(), cfg.names, conveyor.completions)
+        for queue in (cfg.names.raw_queue, cfg.names.conveyor_queue):
+            await self.probe.wait_consumers(queue, CONSUMER_PROCESSES, self.children, self.kept)
+        self._say(f"latency at {cfg.latency_rate:g}/s, alternating 1 s blocks")
+        results = await alternating_latency(
+            {"raw": raw, "conveyor": conveyor}, cfg.latency_rate, cfg.latency_seconds
+        )
+        self.out["latency_raw"], self.out["latency_conveyor"] = results["raw"], results["conveyor"]
+
+    async def run(self) -> None:
+        cfg, out = self.cfg, self.out
+        setup = await self.observer.channel()
+        await declare_raw(setup, cfg.names, cfg.queue_type)
+        await setup.close()
+        async with asyncio.timeout(15):
+            publishing = await aio_pika.connect(cfg.url)
+        settings = producer_settings(cfg.url, cfg.names, cfg.queue_type)
+        try:
+            async with publishing, submitter_for(settings) as submitter:
+                publisher = await RawPublisher.open(publishing, cfg.names)
+                await self.enqueue_raw(publisher, "enqueue_raw_1")
+                await self.enqueue_conveyor(submitter, "enqueue_conveyor_1")
+                await self.drain("drain_raw_1", None, keep=False)
+                await self.drain("drain_conveyor_events_off", False, keep=False)
+                await self.enqueue_conveyor(submitter, "enqueue_conveyor_2")
+                await self.enqueue_raw(publisher, "enqueue_raw_2")
+                await self.drain("drain_conveyor_events_on", True, keep=True)
+                await self.drain("drain_raw_2", None, keep=True)
+                await self.latency(publisher, submitter)
         finally:
-            await children.stop(procs)
+            await self.children.stop(self.kept)
+        out["enqueue_raw"] = pooled([out["enqueue_raw_1"], out["enqueue_raw_2"]])
+        out["enqueue_conveyor"] = pooled([out["enqueue_conveyor_1"], out["enqueue_conveyor_2"]])
+        out["drain_raw"] = pooled([out["drain_raw_1"], out["drain_raw_2"]])
 
 
 async def bench_loop(cfg: Config, loop: LoopName, children: Children, out: Results) -> None:
@@ -187,8 +211,7 @@ async def bench_loop(cfg: Config, loop: LoopName, children: Children, out: Resul
     async with asyncio.timeout(15):
         observer = await aio_pika.connect(cfg.url)
     async with observer:
-        await run_raw(cfg, loop, children, observer, out)
-        await run_conveyor(cfg, loop, children, observer, out)
+        await Bench(cfg, loop, children, observer, out).run()
 
 
 async def cleanup(url: str, names: Names) -> None:
@@ -266,23 +289,30 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run_on(cleanup(cfg.url, cfg.names), "asyncio")
         finally:
-            meta = {
-                "namespace": cfg.names.namespace,
-                "tasks": cfg.tasks,
-                "queue_type": cfg.queue_type,
-                "latency_rate_per_s": cfg.latency_rate,
-                "latency_seconds": cfg.latency_seconds,
-                "consumer_processes": CONSUMER_PROCESSES,
-                "prefetch": 1,
-                "confirm_window": CONFIRM_WINDOW,
-                "complete": not failed,
-            }
-            plain = {
-                loop: {key: asdict(value) for key, value in res.items()}
-                for loop, res in results.items()
-            }
-            print_results(meta, plain)
-    return 1 if failed else 0
+            print_results(meta(cfg, complete=not failed), results)
+            if not failed:
+                shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
+
+
+def meta(cfg: Config, complete: bool) -> dict[str, Any]:
+    """The run's settings, printed with the results so the JSON line stands on its own."""
+    return {
+        "namespace": cfg.names.namespace,
+        "tasks": cfg.tasks,
+        "queue_type": cfg.queue_type,
+        "latency_rate_per_s": cfg.latency_rate,
+        "latency_seconds": cfg.latency_seconds,
+        "consumer_processes": CONSUMER_PROCESSES,
+        "prefetch": 1,
+        "confirm_window": CONFIRM_WINDOW,
+        "conveyor_enqueue": "one Submitter.submit_many call per N tasks",
+        "conveyor_latency_publisher": "Submitter.submit",
+        "raw_latency_publisher": "raw aio-pika publisher with confirms",
+        "order": "ABBA: enqueue raw,conveyor; drain raw,conveyor(events off); "
+        "enqueue conveyor,raw; drain conveyor(events on),raw; latency alternating 1 s blocks",
+        "complete": complete,
+    }
 
 
 if __name__ == "__main__":

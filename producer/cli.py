@@ -10,10 +10,11 @@ from collections.abc import Sequence
 
 import orjson
 
-from config import ProducerSettings, load_settings
+from config import ProducerSettings, load_settings, redact_url
 from producer.service import open_submitter
 from producer.submission import TaskSubmission
-from shared.errors import ConveyorError, SubmissionError
+from shared.errors import BrokerUnavailable, ConveyorError, SubmissionError
+from shared.logs import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,10 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+CONNECT_TIMEOUT_S = 5.0
+
+
 async def _submit(settings: ProducerSettings, submission: TaskSubmission) -> str:
-    async with open_submitter(settings) as submitter:
-        task = await asyncio.wait_for(submitter.submit(submission), settings.publish_timeout_s)
-        return task.id
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT_S + settings.publish_timeout_s):
+            async with open_submitter(settings) as submitter:
+                return (await submitter.submit(submission)).id
+    except TimeoutError:
+        raise BrokerUnavailable(
+            f"RabbitMQ at {redact_url(settings.amqp_url)} did not answer in time"
+        ) from None
 
 
 def _run_submit(args: argparse.Namespace) -> int:
@@ -47,13 +56,15 @@ def _run_submit(args: argparse.Namespace) -> int:
         print(f"conveyor: --payload is not valid JSON: {error}", file=sys.stderr)
         return 2
     settings = load_settings(ProducerSettings)
+    # The CLI reports one line itself; the client library's reconnect chatter is noise here.
+    configure_logging("CRITICAL", "console")
     try:
         submission = TaskSubmission(task=args.task, payload=payload, queue=args.queue)
         print(asyncio.run(_submit(settings, submission)))
     except SubmissionError as error:
         print(f"conveyor: {error.field}: {error.message}", file=sys.stderr)
         return 2
-    except (ConveyorError, TimeoutError, ValueError) as error:
+    except (ConveyorError, ValueError) as error:
         print(f"conveyor: {error or type(error).__name__}", file=sys.stderr)
         return 1
     return 0

@@ -111,9 +111,7 @@ async def submitter(producer_settings: ProducerSettings) -> AsyncIterator[Submit
 
 
 @pytest.fixture
-def spawn(
-    amqp_url: str, namespace: str, tmp_path: Path
-) -> Iterator[Callable[..., ServiceProcess]]:
+def spawn(amqp_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start `python -m consumer|producer` in the test namespace; all killed after the test."""
     started: list[ServiceProcess] = []
 

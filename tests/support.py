@@ -90,7 +90,7 @@ class ServiceProcess:
         await wait_until(lambda: self.proc.poll() is not None, timeout_s, f"{self.module} exit")
         return int(self.proc.returncode)
 
-    async def wait_log(self, text: str, timeout_s: float = 20) -> None:
+    async def wait_log(self, text: str, timeout_s: float = 60) -> None:
         await wait_until(lambda: text in self.log(), timeout_s, f"{text!r} in {self.module} log")
 
     def stop(self) -> None:
@@ -165,7 +165,10 @@ async def queue_depth(channel: AbstractChannel, name: str) -> int:
 class RabbitNode:
     """A private RabbitMQ node on spare ports, for tests that stop or restart the broker.
 
-    Never touches the shared broker: every rabbitmqctl call names this node.
+    Never touches the shared broker: every rabbitmqctl call names this node. Where the tests
+    run as root against Debian's RabbitMQ: `rabbitmq-server` drops to the `rabbitmq` user (so
+    the node's folder must be writable by it), and /etc/rabbitmq/rabbitmq.conf pins the shared
+    broker's listener, which wins over RABBITMQ_NODE_PORT (so the node gets its own config).
     """
 
     def __init__(self) -> None:
@@ -173,7 +176,9 @@ class RabbitNode:
         self.port = free_port()
         self.dist_port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="conveyor-rabbit-"))
+        os.chmod(self.dir, 0o777)
         (self.dir / "plugins").write_text("[].\n")
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def _env(self) -> dict[str, str]:
@@ -186,6 +191,7 @@ class RabbitNode:
             "RABBITMQ_LOG_BASE": str(self.dir / "log"),
             "RABBITMQ_PID_FILE": str(self.dir / "pid"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
         }
 
     def _ctl(self, *args: str, timeout_s: float = 90) -> None:
@@ -197,11 +203,27 @@ class RabbitNode:
             timeout=timeout_s,
         )
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 60) -> None:
         subprocess.run(
             ["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True
         )
-        self._ctl("await_startup", "--timeout", "60")
+        # -detached returns before the node registers: await_startup fails fast until it has.
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._ctl("await_startup", "--timeout", str(int(timeout_s)))
+                return
+            except subprocess.CalledProcessError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+    def is_running(self) -> bool:
+        try:
+            self._ctl("ping", timeout_s=20)
+        except (subprocess.SubprocessError, OSError):
+            return False
+        return True
 
     def stop(self) -> None:
         self._ctl("stop")

@@ -100,7 +100,7 @@ class Children:
     """Every subprocess the bench starts, so all of them die with it, also on errors."""
 
     def __init__(self, log_dir: Path) -> None:
-        self._log_dir = log_dir
+        self.log_dir = log_dir
         self._procs: list[subprocess.Popen[bytes]] = []
         self._logs: dict[int, Path] = {}
 
@@ -108,7 +108,7 @@ class Children:
         self, argv: Sequence[str], env: Mapping[str, str], label: str
     ) -> subprocess.Popen[bytes]:
         """Start `argv` from the project root; its output goes to a log file, not our tty."""
-        log_path = self._log_dir / f"{label}-{len(self._procs)}.log"
+        log_path = self.log_dir / f"{label}-{len(self._procs)}.log"
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(
                 list(argv),

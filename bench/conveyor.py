@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Literal
 
 import orjson
@@ -56,11 +57,15 @@ def submissions(tasks: int) -> list[TaskSubmission]:
 
 
 def consumer_env(
-    url: str, names: Names, queue_type: str, loop: str, events: bool
+    url: str, names: Names, queue_type: str, loop: str, events: bool, health_file: Path
 ) -> dict[str, str]:
-    """CONVEYOR_* settings of one bench consumer: 1 slot, prefetch 1, the run's loop."""
+    """CONVEYOR_* settings of one bench consumer: 1 slot, prefetch 1, the run's loop.
+
+    The health file is the run's own, so bench consumers never vouch for someone else's.
+    """
     return child_env(
         {
+            "CONVEYOR_HEALTH_FILE": str(health_file),
             "CONVEYOR_AMQP_URL": url,
             "CONVEYOR_NAMESPACE": names.namespace,
             "CONVEYOR_QUEUE_TYPE": queue_type,

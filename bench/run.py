@@ -140,7 +140,8 @@ class Bench:
             env, label = child_env({}), f"raw-{self.loop}"
         else:
             argv, queue = CONSUMER_ARGV, cfg.names.conveyor_queue
-            env = consumer_env(cfg.url, cfg.names, cfg.queue_type, self.loop, events)
+            health = self.children.log_dir / "conveyor-alive"
+            env = consumer_env(cfg.url, cfg.names, cfg.queue_type, self.loop, events, health)
             label = f"conveyor-{self.loop}-events-{'on' if events else 'off'}"
         procs = [self.children.spawn(argv, env, label) for _ in range(CONSUMER_PROCESSES)]
         try:
@@ -148,7 +149,9 @@ class Bench:
             self.out[key] = await measure_drain(
                 self.probe, queue, self.children, procs, cfg.timeout_s
             )
-            dead, _ = await self.probe.counts(f"{cfg.names.namespace}.dead")
+            dead = (
+                0 if events is None else (await self.probe.counts(f"{cfg.names.namespace}.dead"))[0]
+            )
             if dead:
                 raise RuntimeError(f"Conveyor dead-lettered {dead} bench tasks: invalid numbers")
         except BaseException:

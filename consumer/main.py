@@ -9,6 +9,8 @@ import secrets
 import signal
 import socket
 
+from aio_pika.exceptions import AMQPError
+
 from config import ConsumerSettings, load_settings
 from consumer.handlers import builtin_handlers
 from consumer.reporter import Reporter
@@ -80,4 +82,9 @@ def main() -> None:
     """Entry point of `python -m consumer` and `conveyor consumer`."""
     settings = load_settings(ConsumerSettings)
     configure_logging(settings.log_level, settings.log_format)
-    run_on_loop(_main(settings), settings.event_loop)
+    try:
+        run_on_loop(_main(settings), settings.event_loop)
+    except AMQPError as error:
+        # E.g. PRECONDITION_FAILED: a queue exists with other arguments (CONVEYOR_QUEUE_TYPE).
+        log.error("consumer stopped: the broker refused our set-up: %s", error)
+        raise SystemExit(1) from None

@@ -87,3 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from producer.demo import run_demo
 
         raise SystemExit(run_demo(args.tasks, args.consumers))
+
+
+if __name__ == "__main__":
+    main()

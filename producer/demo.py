@@ -172,6 +172,7 @@ def run_demo(count: int, consumers: int) -> int:
         console.print(
             f"RabbitMQ is not reachable at {redact_url(settings.amqp_url)}: {START_HINT}.",
             highlight=False,
+            soft_wrap=True,
         )
         return 1
     console.print(

@@ -45,6 +45,22 @@ class ProducerService:
         return self.submitter
 
     async def _connect(self) -> None:
+        """Connect and set up; an error past connecting (e.g. a queue declared with other
+        arguments) is logged and retried, so it never leaves the API silently answering 503."""
+        delay_s = self.settings.reconnect_interval_s
+        while True:
+            try:
+                await self._set_up()
+                return
+            except Exception as error:
+                log.error("producer set-up failed, retrying in %.0fs: %r", delay_s, error)
+                if self._connection is not None:
+                    await self._connection.close()
+                    self._connection = None
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+
+    async def _set_up(self) -> None:
         settings = self.settings
         self._connection = await connect(settings, "conveyor producer")
         channel = await self._connection.channel()

@@ -126,3 +126,48 @@ async def test_sigterm_lets_the_running_task_finish_and_ack_then_exits_zero(
     assert len(runs) == 1
     follower.signal(signal.SIGTERM)
     assert await follower.wait(20) == 0
+
+
+async def test_concurrency_slots_never_hold_a_task_behind_a_busy_slot(
+    submitter: Submitter, events: EventLog, spawn: Callable[..., ServiceProcess]
+) -> None:
+    consumer = spawn("consumer", concurrency=2)
+    await consumer.wait_log("consuming")
+    long_task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 6}))
+    await wait_until(
+        lambda: long_task.id in {e.task_id for e in events.of_state(TaskState.RUNNING)},
+        10,
+        "the long task to start",
+    )
+    quick = await submitter.submit_many(
+        [TaskSubmission(task="sleep", payload={"seconds": 0.05}) for _ in range(10)]
+    )
+
+    await events.wait_finished({t.id for t in quick}, timeout_s=5)
+
+    assert long_task.id not in events.finished_ids()  # the other slot ran all ten meanwhile
+    assert len(events.succeeded_by_worker()) == 1
+
+
+async def test_sigterm_past_the_grace_period_requeues_the_task_instead_of_losing_it(
+    submitter: Submitter, events: EventLog, spawn: Callable[..., ServiceProcess]
+) -> None:
+    impatient = spawn("consumer", shutdown_grace_s=0.5)
+    await impatient.wait_log("consuming")
+    task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 3}))
+    await wait_until(
+        lambda: task.id in {e.task_id for e in events.of_state(TaskState.RUNNING)},
+        10,
+        "the task to start",
+    )
+
+    impatient.signal(signal.SIGTERM)
+    assert await impatient.wait(20) == 0
+    assert "requeued" in impatient.log()
+    assert task.id not in events.finished_ids()
+
+    spawn("consumer")
+    await events.wait_finished({task.id}, timeout_s=30)
+    runs = [e for e in events.of_state(TaskState.RUNNING) if e.task_id == task.id]
+    assert [r.redelivered for r in runs] == [False, True]
+    assert events.succeeded_count()[task.id] == 1

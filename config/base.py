@@ -10,10 +10,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
 )
 
 ENV_PREFIX = "CONVEYOR_"
+# Docker and Kubernetes mount secrets here; a file named like the variable holds its value.
+DEFAULT_SECRETS_DIR = "/run/secrets"
 
 
 class FileEnvSource(PydanticBaseSettingsSource):
@@ -35,7 +38,11 @@ class FileEnvSource(PydanticBaseSettingsSource):
 
 
 class ConveyorSettings(BaseSettings):
-    """Base of all settings: `CONVEYOR_*` env vars > `*_FILE` files > `.env` > secrets dir."""
+    """Base of all settings: `CONVEYOR_*` env vars > `*_FILE` files > `.env` > secrets dir.
+
+    The secrets dir is `CONVEYOR_SECRETS_DIR` (default /run/secrets) and holds one file per
+    setting, named like its variable (`CONVEYOR_AMQP_URL`, case-insensitive).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -54,10 +61,8 @@ class ConveyorSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            init_settings,
-            env_settings,
-            FileEnvSource(settings_cls),
-            dotenv_settings,
-            file_secret_settings,
-        )
+        sources = [init_settings, env_settings, FileEnvSource(settings_cls), dotenv_settings]
+        secrets_dir = Path(os.environ.get(f"{ENV_PREFIX}SECRETS_DIR", DEFAULT_SECRETS_DIR))
+        if secrets_dir.is_dir():  # pydantic-settings warns about a missing one
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
+        return tuple(sources)

@@ -47,6 +47,16 @@ def test_secret_is_read_from_a_file_variable(
     assert ConsumerSettings().amqp_url.get_secret_value() == SECRET_URL
 
 
+def test_secret_is_read_from_the_secrets_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "CONVEYOR_AMQP_URL").write_text(SECRET_URL)
+    monkeypatch.setenv("CONVEYOR_SECRETS_DIR", str(tmp_path))
+    assert ConsumerSettings().amqp_url.get_secret_value() == SECRET_URL
+    monkeypatch.setenv("CONVEYOR_AMQP_URL", "amqp://env-wins/")
+    assert ConsumerSettings().amqp_url.get_secret_value() == "amqp://env-wins/"
+
+
 def test_dotenv_file_in_the_working_directory_is_read(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -6,7 +6,6 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import aio_pika
 import pytest
@@ -20,8 +19,8 @@ from shared.topology import Topology, declare_topology
 from tests.support import (
     EventLog,
     ServiceProcess,
-    consumer_env,
     delete_namespace,
+    service_spawner,
     unique_namespace,
 )
 
@@ -113,14 +112,5 @@ async def submitter(producer_settings: ProducerSettings) -> AsyncIterator[Submit
 @pytest.fixture
 def spawn(amqp_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start `python -m consumer|producer` in the test namespace; all killed after the test."""
-    started: list[ServiceProcess] = []
-
-    def start(module: str = "consumer", **settings: Any) -> ServiceProcess:
-        env = consumer_env(amqp_url, namespace, **settings)
-        process = ServiceProcess(module, env, tmp_path)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+    with service_spawner(amqp_url, namespace, tmp_path) as start:
+        yield start

@@ -16,7 +16,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,15 @@ class EventLog:
 
     def of_state(self, state: TaskState) -> list[TaskEvent]:
         return [event for event in self.events if event.state is state]
+
+    def runs_of(self, task_id: str) -> list[TaskEvent]:
+        """The `running` events of one task, in order: one per delivery."""
+        return [e for e in self.of_state(TaskState.RUNNING) if e.task_id == task_id]
+
+    async def wait_started(self, task_id: str, timeout_s: float = 20) -> TaskEvent:
+        """Wait for the first `running` event of `task_id` and return it."""
+        await wait_until(lambda: bool(self.runs_of(task_id)), timeout_s, f"task {task_id} to start")
+        return self.runs_of(task_id)[0]
 
     def finished_ids(self) -> set[str]:
         return {e.task_id for e in self.events if e.state is not TaskState.RUNNING}
@@ -238,6 +248,25 @@ class RabbitNode:
         except (subprocess.SubprocessError, OSError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def service_spawner(
+    amqp_url: str, namespace: str, log_dir: Path
+) -> Iterator[Callable[..., ServiceProcess]]:
+    """`start(module, **settings)` runs a service in `namespace`; all are killed on exit."""
+    started: list[ServiceProcess] = []
+
+    def start(module: str = "consumer", **settings: Any) -> ServiceProcess:
+        process = ServiceProcess(module, consumer_env(amqp_url, namespace, **settings), log_dir)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
 
 
 def consumer_env(amqp_url: str, namespace: str, **extra: Any) -> dict[str, str]:

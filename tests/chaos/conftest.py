@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from tests.support import RabbitNode, ServiceProcess, consumer_env, unique_namespace
+from tests.support import RabbitNode, ServiceProcess, service_spawner, unique_namespace
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -47,17 +46,8 @@ def start_service(
     running_node: RabbitNode, chaos_namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., ServiceProcess]]:
     """Start `python -m consumer|producer` against the private node; all killed after the test."""
-    started: list[ServiceProcess] = []
-
-    def start(module: str = "consumer", **settings: Any) -> ServiceProcess:
-        env = consumer_env(running_node.url, chaos_namespace, **settings)
-        process = ServiceProcess(module, env, tmp_path)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
+    with service_spawner(running_node.url, chaos_namespace, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture

@@ -55,11 +55,7 @@ async def test_30s_cpu_task_with_5s_heartbeats_keeps_the_connection_and_succeeds
     await consumer.wait_log("consuming")
     check_connections = broker_is_local_node(amqp_url)
     task = await submitter.submit(TaskSubmission(task="cpu", payload={"ms": 30_000}))
-    await wait_until(
-        lambda: any(e.task_id == task.id for e in events.of_state(TaskState.RUNNING)),
-        10,
-        "the cpu task to start",
-    )
+    await events.wait_started(task.id)
 
     snapshots: list[frozenset[tuple[str, str]]] = []
 
@@ -71,7 +67,7 @@ async def test_30s_cpu_task_with_5s_heartbeats_keeps_the_connection_and_succeeds
     # 30 s of busy loop: six heartbeat intervals, three times the broker's dead-peer limit.
     await wait_until(sample_until_finished, 60, "the cpu task to finish")
 
-    runs = [e for e in events.of_state(TaskState.RUNNING) if e.task_id == task.id]
+    runs = events.runs_of(task.id)
     done = [e for e in events.of_state(TaskState.SUCCEEDED) if e.task_id == task.id]
     assert len(runs) == 1 and not runs[0].redelivered
     assert len(done) == 1 and not done[0].redelivered

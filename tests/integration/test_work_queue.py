@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from producer.submission import Submitter, TaskSubmission
 from shared.events import TaskState
-from tests.support import EventLog, ServiceProcess, wait_until
+from tests.support import EventLog, ServiceProcess
 
 
 async def test_500_echo_tasks_two_consumers_each_processed_exactly_once(
@@ -60,12 +60,7 @@ async def test_consumer_busy_with_a_long_task_gets_no_more_tasks(
     await a.wait_log("consuming")
     await b.wait_log("consuming")
     long_task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 8}))
-    await wait_until(
-        lambda: any(e.task_id == long_task.id for e in events.of_state(TaskState.RUNNING)),
-        10,
-        "the long task to start",
-    )
-    stuck = next(e.worker for e in events.events if e.task_id == long_task.id)
+    stuck = (await events.wait_started(long_task.id)).worker
 
     quick = await submitter.submit_many(
         [TaskSubmission(task="sleep", payload={"seconds": 0.05}) for _ in range(20)]
@@ -83,18 +78,14 @@ async def test_sigkilled_consumer_task_is_redelivered_and_completes_elsewhere(
     victim = spawn("consumer")
     await victim.wait_log("consuming")
     task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 2}))
-    await wait_until(
-        lambda: any(e.task_id == task.id for e in events.of_state(TaskState.RUNNING)),
-        10,
-        "the task to start on the victim",
-    )
+    await events.wait_started(task.id)
     survivor = spawn("consumer")
     await survivor.wait_log("consuming")
 
     victim.signal(signal.SIGKILL)
     await events.wait_finished({task.id}, timeout_s=30)
 
-    runs = [e for e in events.of_state(TaskState.RUNNING) if e.task_id == task.id]
+    runs = events.runs_of(task.id)
     done = [e for e in events.of_state(TaskState.SUCCEEDED) if e.task_id == task.id]
     assert len(runs) == 2
     assert [r.redelivered for r in runs] == [False, True]
@@ -108,11 +99,7 @@ async def test_sigterm_lets_the_running_task_finish_and_ack_then_exits_zero(
     consumer = spawn("consumer", shutdown_grace_s=20)
     await consumer.wait_log("consuming")
     task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 2}))
-    await wait_until(
-        lambda: any(e.task_id == task.id for e in events.of_state(TaskState.RUNNING)),
-        10,
-        "the task to start",
-    )
+    await events.wait_started(task.id)
 
     consumer.signal(signal.SIGTERM)
     assert await consumer.wait(30) == 0
@@ -122,7 +109,7 @@ async def test_sigterm_lets_the_running_task_finish_and_ack_then_exits_zero(
     follower = spawn("consumer")
     marker = await submitter.submit(TaskSubmission(task="echo", payload={}))
     await events.wait_finished({marker.id}, timeout_s=20)
-    runs = [e for e in events.of_state(TaskState.RUNNING) if e.task_id == task.id]
+    runs = events.runs_of(task.id)
     assert len(runs) == 1
     follower.signal(signal.SIGTERM)
     assert await follower.wait(20) == 0
@@ -134,11 +121,7 @@ async def test_concurrency_slots_never_hold_a_task_behind_a_busy_slot(
     consumer = spawn("consumer", concurrency=2)
     await consumer.wait_log("consuming")
     long_task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 6}))
-    await wait_until(
-        lambda: long_task.id in {e.task_id for e in events.of_state(TaskState.RUNNING)},
-        10,
-        "the long task to start",
-    )
+    await events.wait_started(long_task.id)
     quick = await submitter.submit_many(
         [TaskSubmission(task="sleep", payload={"seconds": 0.05}) for _ in range(10)]
     )
@@ -155,11 +138,7 @@ async def test_sigterm_past_the_grace_period_requeues_the_task_instead_of_losing
     impatient = spawn("consumer", shutdown_grace_s=0.5)
     await impatient.wait_log("consuming")
     task = await submitter.submit(TaskSubmission(task="sleep", payload={"seconds": 3}))
-    await wait_until(
-        lambda: task.id in {e.task_id for e in events.of_state(TaskState.RUNNING)},
-        10,
-        "the task to start",
-    )
+    await events.wait_started(task.id)
 
     impatient.signal(signal.SIGTERM)
     assert await impatient.wait(20) == 0
@@ -168,6 +147,6 @@ async def test_sigterm_past_the_grace_period_requeues_the_task_instead_of_losing
 
     spawn("consumer")
     await events.wait_finished({task.id}, timeout_s=30)
-    runs = [e for e in events.of_state(TaskState.RUNNING) if e.task_id == task.id]
+    runs = events.runs_of(task.id)
     assert [r.redelivered for r in runs] == [False, True]
     assert events.succeeded_count()[task.id] == 1

@@ -31,6 +31,12 @@ class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
         le=3600,
         description="On SIGTERM, how long in-flight tasks may run before they are requeued.",
     )
+    report_running_after_s: float = Field(
+        default=0.1,
+        ge=0,
+        le=3600,
+        description="Report `running` only for tasks still running after this long (0: always).",
+    )
     events: bool = Field(
         default=True,
         description="Publish task status events (running/succeeded/failed) to the events exchange.",

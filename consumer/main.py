@@ -54,6 +54,7 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             concurrency=settings.concurrency,
             prefetch=settings.prefetch,
             sync_runner=SyncRunner(settings.concurrency * len(settings.queues)),
+            report_running_after_s=settings.report_running_after_s,
         )
         await worker.start()
         await stop.wait()

@@ -1,18 +1,20 @@
 """What a consumer sends back to the broker: task status events and dead letters.
 
 It uses its own connection: a memory or disk alarm blocks publishing connections, and the
-consuming connection must keep draining while that lasts.
+consuming connection must keep draining while that lasts. Events go out from a background
+pump, in order, so reporting never sits between a finished task and its ack.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
@@ -30,7 +32,7 @@ HEADER_SOURCE_QUEUE = "x-conveyor-queue"
 
 
 class Reporter:
-    """Publishes events (fire-and-forget) and dead letters (confirmed) for a worker."""
+    """Publishes events (queued, fire-and-forget) and dead letters (confirmed) for a worker."""
 
     def __init__(
         self, connection: AbstractRobustConnection, topology: Topology, events: bool
@@ -38,15 +40,15 @@ class Reporter:
         self._connection = connection
         self._topology = topology
         self._events_enabled = events
-        self._events_channel: AbstractChannel | None = None
         self._events: AbstractExchange | None = None
         self._dead: AbstractExchange | None = None
+        self._pending: asyncio.Queue[TaskEvent] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the channels and find the exchanges (declared by declare_topology)."""
-        # Events go out without waiting for a confirm: they must not slow the task path.
-        self._events_channel = await self._connection.channel(publisher_confirms=False)
-        self._events = await self._events_channel.get_exchange(
+        """Open the channels, find the exchanges (declared by declare_topology), start the pump."""
+        events_channel = await self._connection.channel(publisher_confirms=False)
+        self._events = await events_channel.get_exchange(
             self._topology.events_exchange, ensure=False
         )
         dead_channel = await self._connection.channel(
@@ -55,17 +57,40 @@ class Reporter:
         self._dead = await dead_channel.get_exchange(
             self._topology.dead_letter_exchange, ensure=False
         )
+        if self._events_enabled:
+            self._pump = asyncio.create_task(self._publish_events(), name="conveyor-events")
 
-    async def report(self, event: TaskEvent) -> None:
-        """Publish a status event; a broker hiccup is logged, never fails the task."""
-        if not self._events_enabled or self._events is None:
+    def emit(self, event: TaskEvent) -> None:
+        """Queue a status event for publishing; returns at once."""
+        if self._events_enabled:
+            self._pending.put_nowait(event)
+
+    async def _publish_events(self) -> None:
+        assert self._events is not None
+        while True:
+            event = await self._pending.get()
+            try:
+                await self._events.publish(
+                    encode_event(event), routing_key=event.routing_key, mandatory=False
+                )
+            except Exception as error:
+                # A broker hiccup must not fail tasks; the event is lost (logged).
+                log.warning(
+                    "could not publish %s event of %s: %r", event.state, event.task_id, error
+                )
+            finally:
+                self._pending.task_done()
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Publish the events still queued (within `timeout_s`), then stop the pump."""
+        if self._pump is None:
             return
-        try:
-            await self._events.publish(
-                encode_event(event), routing_key=event.routing_key, mandatory=False
-            )
-        except Exception as error:
-            log.warning("could not publish %s event: %r", event.state.value, error)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._pending.join(), timeout_s)
+        if self._pending.qsize():
+            log.warning("%d status events not published at shutdown", self._pending.qsize())
+        self._pump.cancel()
+        await asyncio.gather(self._pump, return_exceptions=True)
 
     async def dead_letter(
         self, message: AbstractIncomingMessage, queue: str, reason: str, error: str

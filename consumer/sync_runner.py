@@ -8,12 +8,25 @@ that runs an event loop and sockets is unsafe).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
+
+
+def _die_with_parent() -> None:
+    """In a child: ask Linux to SIGKILL us when the consumer dies, even by SIGKILL.
+
+    Without it, a child busy with a long task outlives a killed consumer and burns CPU.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 class SyncRunner:
@@ -26,7 +39,9 @@ class SyncRunner:
     def _ensure_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                max_workers=self._size, mp_context=multiprocessing.get_context("spawn")
+                max_workers=self._size,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent,
             )
         return self._pool
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from consumer.sync_runner import SyncRunner
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage, decode
 from shared.errors import InvalidPayload, UndecodableMessage, UnknownTask
-from shared.events import TaskState, make_event
+from shared.events import TaskEvent, TaskState, make_event
 from shared.logs import log_context
 from shared.topology import Topology, declare_work_queue
 
@@ -59,6 +60,7 @@ class Worker:
         concurrency: int,
         prefetch: int,
         sync_runner: SyncRunner,
+        report_running_after_s: float = 0.1,
     ) -> None:
         self.worker_id = worker_id
         self.stats: Counter[str] = Counter()
@@ -71,6 +73,7 @@ class Worker:
         self._concurrency = concurrency
         self._prefetch = prefetch
         self._sync_runner = sync_runner
+        self._report_running_after_s = report_running_after_s
         self._slots: list[_Slot] = []
         self._running: set[asyncio.Task[object]] = set()
         self._stopping = False
@@ -111,6 +114,7 @@ class Worker:
         for slot in self._slots:
             await slot.channel.close()
         self._sync_runner.close()
+        await self._reporter.close()
         log.info("worker %s stopped: %s", self.worker_id, dict(self.stats))
 
     async def _on_message(self, message: AbstractIncomingMessage, slot: _Slot) -> None:
@@ -166,20 +170,19 @@ class Worker:
         payload: object,
     ) -> None:
         ctx = TaskContext(task.id, task.task, task.attempt, self.worker_id)
-        report = self._reporter.report
         redelivered = bool(message.redelivered)
         if redelivered:
             log.info("task %s was redelivered", task.id)
-        await report(
-            make_event(
-                task.id,
-                task.task,
-                TaskState.RUNNING,
-                task.attempt,
-                self.worker_id,
-                redelivered=redelivered,
-            )
+        event = partial(
+            make_event,
+            task.id,
+            task.task,
+            attempt=task.attempt,
+            worker=self.worker_id,
+            redelivered=redelivered,
+            started_at=time.time(),
         )
+        running = self._report_running(event(TaskState.RUNNING))
         try:
             result = await self._call(handler, payload, ctx)
         except asyncio.CancelledError:
@@ -191,33 +194,28 @@ class Worker:
             self.stats["failed"] += 1
             detail = f"{type(error).__name__}: {error}"
             log.warning("task %s failed: %s", task.id, detail)
-            await report(
-                make_event(
-                    task.id,
-                    task.task,
-                    TaskState.FAILED,
-                    task.attempt,
-                    self.worker_id,
-                    redelivered=redelivered,
-                    error={"type": type(error).__name__, "message": str(error)},
-                )
-            )
+            error_info = {"type": type(error).__name__, "message": str(error)}
+            self._reporter.emit(event(TaskState.FAILED, error=error_info))
             await self._reject(message, queue, "failed", detail, counted=False)
             return
+        finally:
+            if running is not None:
+                running.cancel()
+        self._reporter.emit(event(TaskState.SUCCEEDED, result=result))
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
-        await report(
-            make_event(
-                task.id,
-                task.task,
-                TaskState.SUCCEEDED,
-                task.attempt,
-                self.worker_id,
-                redelivered=redelivered,
-                result=result,
-            )
-        )
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1
+
+    def _report_running(self, event: TaskEvent) -> asyncio.TimerHandle | None:
+        """Report `running` now, or only if the task still runs after the configured delay.
+
+        Quick tasks then cost one event, not two; their terminal event carries `started_at`.
+        """
+        if self._report_running_after_s <= 0:
+            self._reporter.emit(event)
+            return None
+        loop = asyncio.get_running_loop()
+        return loop.call_later(self._report_running_after_s, self._reporter.emit, event)
 
     async def _call(self, handler: Handler, payload: object, ctx: TaskContext) -> JSONValue:
         if handler.sync:

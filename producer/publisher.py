@@ -77,37 +77,57 @@ class Publisher:
             BrokerUnavailable: not connected right now (retry later).
             PublishFailed: nacked, unroutable or not confirmed within the timeout.
         """
+        try:
+            async with asyncio.timeout(self._confirm_timeout_s):
+                await self._publish(task)
+        except TimeoutError:
+            raise PublishFailed(task.id, self._no_confirm) from None
+
+    async def publish_many(self, tasks: Sequence[TaskMessage]) -> None:
+        """Publish all `tasks` with up to `confirm_window` confirms outstanding at once.
+
+        Every publish is awaited before this returns; the first failure is raised then. One
+        watchdog bounds the batch (no confirm at all for `confirm_timeout_s` fails it) instead
+        of a timer per publish, which would cost more than the rest of the client's work.
+        """
+        window = asyncio.Semaphore(self._confirm_window)
+        confirmed = 0
+
+        async def publish_one(task: TaskMessage) -> None:
+            nonlocal confirmed
+            async with window:
+                await self._publish(task)
+                confirmed += 1
+
+        batch = asyncio.gather(*(publish_one(t) for t in tasks), return_exceptions=True)
+        seen = -1
+        while not batch.done():
+            await asyncio.wait([batch], timeout=self._confirm_timeout_s)
+            if not batch.done() and confirmed == seen:
+                batch.cancel()
+                await asyncio.gather(batch, return_exceptions=True)
+                raise PublishFailed(tasks[min(confirmed, len(tasks) - 1)].id, self._no_confirm)
+            seen = confirmed
+        for result in batch.result():
+            if isinstance(result, BaseException):
+                raise result
+
+    @property
+    def _no_confirm(self) -> str:
+        return f"no confirm within {self._confirm_timeout_s:g}s"
+
+    async def _publish(self, task: TaskMessage) -> None:
+        """One publish, awaiting its confirm, with library errors mapped to ours."""
         if not self.ready or self._exchange is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
         try:
-            async with asyncio.timeout(self._confirm_timeout_s):
-                await self._exchange.publish(encode(task), routing_key=task.queue, mandatory=True)
-        except TimeoutError:
-            raise PublishFailed(
-                task.id, f"no confirm within {self._confirm_timeout_s:g}s"
-            ) from None
+            await self._exchange.publish(encode(task), routing_key=task.queue, mandatory=True)
         except (DeliveryError, PublishError) as error:
             returned = isinstance(error, PublishError)
             reason = "unroutable (no queue bound)" if returned else "nacked by the broker"
             raise PublishFailed(task.id, reason) from error
         except (AMQPConnectionError, ChannelInvalidStateError, ConnectionError, AMQPError) as error:
             raise BrokerUnavailable(f"lost the connection to RabbitMQ: {error!r}") from error
-
-    async def publish_many(self, tasks: Sequence[TaskMessage]) -> None:
-        """Publish all `tasks` with up to `confirm_window` confirms outstanding at once.
-
-        Every publish is awaited before this returns; the first failure is raised then.
-        """
-        window = asyncio.Semaphore(self._confirm_window)
-
-        async def publish_one(task: TaskMessage) -> None:
-            async with window:
-                await self.publish(task)
-
-        results = await asyncio.gather(*(publish_one(t) for t in tasks), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
     async def close(self) -> None:
         if self._channel is not None and not self._channel.is_closed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -32,6 +32,7 @@ class TaskEvent:
     worker: str
     at: float  # seconds since the epoch, from the consumer's clock
     redelivered: bool = False  # the broker redelivered this message (e.g. a consumer died)
+    started_at: float | None = None  # when the handler started (on every event of a run)
     result: Any = None
     error: dict[str, str] | None = None
 
@@ -48,17 +49,20 @@ def make_event(
     worker: str,
     *,
     redelivered: bool = False,
+    started_at: float | None = None,
     result: Any = None,
     error: dict[str, str] | None = None,
 ) -> TaskEvent:
     """An event stamped with the current time."""
-    return TaskEvent(task_id, task, state, attempt, worker, time.time(), redelivered, result, error)
+    return TaskEvent(
+        task_id, task, state, attempt, worker, time.time(), redelivered, started_at, result, error
+    )
 
 
 def encode_event(event: TaskEvent) -> Message:
     """The persistent AMQP message carrying `event`."""
     return Message(
-        body=orjson.dumps(asdict(event)),
+        body=orjson.dumps(event),  # orjson serializes dataclasses natively, without a copy
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
         message_id=f"{event.task_id}:{event.attempt}:{event.state.value}",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 from collections.abc import Callable
 
+import psutil
+
 from producer.submission import Submitter, TaskSubmission
 from shared.events import TaskState
-from tests.support import EventLog, ServiceProcess
+from tests.support import EventLog, ServiceProcess, wait_until
 
 
 async def test_500_echo_tasks_two_consumers_each_processed_exactly_once(
@@ -150,3 +152,18 @@ async def test_sigterm_past_the_grace_period_requeues_the_task_instead_of_losing
     runs = events.runs_of(task.id)
     assert [r.redelivered for r in runs] == [False, True]
     assert events.succeeded_count()[task.id] == 1
+
+
+async def test_sigkilled_consumer_takes_its_sync_task_child_process_with_it(
+    submitter: Submitter, events: EventLog, spawn: Callable[..., ServiceProcess]
+) -> None:
+    consumer = spawn("consumer", report_running_after_s=0)
+    task = await submitter.submit(TaskSubmission(task="cpu", payload={"ms": 60_000}))
+    await events.wait_started(task.id)
+    children = psutil.Process(consumer.pid).children(recursive=True)
+    busy = [child for child in children if child.cpu_percent(interval=0.2) > 10]
+    assert busy, "the cpu task runs in a child process"
+
+    consumer.signal(signal.SIGKILL)
+
+    await wait_until(lambda: not any(c.is_running() for c in busy), 10, "the child to die too")

@@ -2,7 +2,7 @@
 
 Publishing goes through `open_submitter` (the in-process Python API), consuming through
 `python -m consumer` processes configured by CONVEYOR_* variables, completions through the
-`task.succeeded` events on `{ns}.events`.
+the `succeeded` status events on `{ns}.events`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Literal
 
-import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import SecretStr
 
@@ -23,6 +22,7 @@ from bench.common import CONFIRM_WINDOW, CONVEYOR_QUEUE, Names, child_env
 from config import ProducerSettings
 from producer.service import open_submitter
 from producer.submission import Submitter, TaskSubmission
+from shared.events import EVENTS_ROUTING_KEY, TaskState, decode_events
 
 CONSUMER_ARGV = [sys.executable, "-m", "consumer"]
 
@@ -83,13 +83,15 @@ def consumer_env(
 async def subscribe_succeeded(
     channel: AbstractChannel, names: Names, completions: dict[str, float]
 ) -> AbstractQueue:
-    """An exclusive auto-delete queue on `task.succeeded` events; records arrival times."""
+    """An exclusive auto-delete queue on the status events; records when tasks succeeded."""
     queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-    await queue.bind(names.events_exchange, routing_key="task.succeeded")
+    await queue.bind(names.events_exchange, routing_key=EVENTS_ROUTING_KEY)
 
     async def on_event(message: AbstractIncomingMessage) -> None:
         at = time.perf_counter()
-        completions[orjson.loads(message.body)["task_id"]] = at
+        for event in decode_events(message.body):
+            if event.state is TaskState.SUCCEEDED:
+                completions[event.task_id] = at
 
     await queue.consume(on_event, no_ack=True)
     return queue

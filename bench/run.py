@@ -163,7 +163,7 @@ class Bench:
             await self.children.stop(procs)
 
     async def latency(self, publisher: RawPublisher, submitter: Submitter) -> None:
-        """Alternating steady-rate blocks; completions: raw replies, Conveyor task.succeeded."""
+        """Alternating steady-rate blocks; completions: raw replies, Conveyor succeeded events."""
         cfg = self.cfg
         raw_done: dict[str, float] = {}
         replies = await subscribe_replies(await self.observer.channel(), raw_done)

@@ -20,7 +20,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from shared.events import TaskEvent, encode_event
+from shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,8 @@ HEADER_REASON = "x-conveyor-reason"
 HEADER_ERROR = "x-conveyor-error"
 HEADER_DEAD_AT = "x-conveyor-dead-lettered-at"
 HEADER_SOURCE_QUEUE = "x-conveyor-queue"
+MAX_EVENTS_PER_MESSAGE = 500
+EVENTS_LINGER_S = 0.005
 
 
 class Reporter:
@@ -66,20 +68,32 @@ class Reporter:
             self._pending.put_nowait(event)
 
     async def _publish_events(self) -> None:
+        """Publish queued events in batches, at most one message per EVENTS_LINGER_S.
+
+        After a quiet spell the first event goes out at once (no added latency); under load
+        events gather for a few milliseconds and share one message.
+        """
         assert self._events is not None
+        loop = asyncio.get_running_loop()
+        last_publish = 0.0
         while True:
-            event = await self._pending.get()
+            batch = [await self._pending.get()]
+            busy_for = last_publish + EVENTS_LINGER_S - loop.time()
+            if busy_for > 0:
+                await asyncio.sleep(busy_for)
+            while not self._pending.empty() and len(batch) < MAX_EVENTS_PER_MESSAGE:
+                batch.append(self._pending.get_nowait())
             try:
                 await self._events.publish(
-                    encode_event(event), routing_key=event.routing_key, mandatory=False
+                    encode_events(batch), routing_key=EVENTS_ROUTING_KEY, mandatory=False
                 )
             except Exception as error:
-                # A broker hiccup must not fail tasks; the event is lost (logged).
-                log.warning(
-                    "could not publish %s event of %s: %r", event.state, event.task_id, error
-                )
+                # A broker hiccup must not fail tasks; the events are lost (logged).
+                log.warning("lost %d status events: %r", len(batch), error)
             finally:
-                self._pending.task_done()
+                last_publish = loop.time()
+                for _ in batch:
+                    self._pending.task_done()
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the events still queued (within `timeout_s`), then stop the pump."""

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from config import ProducerSettings, load_settings, redact_url
-from shared.events import TaskState, decode_event
+from shared.events import TaskState, decode_events
 from shared.topology import Topology
 
 console = Console()
@@ -134,12 +134,12 @@ async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Cou
         async with watch.iterator(timeout=60) as messages:
             async for message in messages:
                 await message.ack()
-                event = decode_event(message.body)
-                if event.state is TaskState.RUNNING or event.task_id in done:
-                    continue
-                done.add(event.task_id)
-                per_worker[event.worker] += 1
-                progress.advance(bar)
+                for event in decode_events(message.body):
+                    if event.state is TaskState.RUNNING or event.task_id in done:
+                        continue
+                    done.add(event.task_id)
+                    per_worker[event.worker] += 1
+                    progress.advance(bar)
                 if len(done) >= count:
                     break
 

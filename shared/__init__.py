@@ -15,13 +15,21 @@ from shared.errors import (
     UndecodableMessage,
     UnknownTask,
 )
-from shared.events import TaskEvent, TaskState, decode_event, encode_event, make_event
+from shared.events import (
+    EVENTS_ROUTING_KEY,
+    TaskEvent,
+    TaskState,
+    decode_events,
+    encode_events,
+    make_event,
+)
 from shared.ids import new_task_id
 from shared.logs import configure_logging, log_context
 from shared.topology import Topology, declare_topology, declare_work_queue
 
 __all__ = [
     "DEFAULT_QUEUE",
+    "EVENTS_ROUTING_KEY",
     "BrokerUnavailable",
     "Catalog",
     "ConveyorError",
@@ -43,9 +51,9 @@ __all__ = [
     "declare_topology",
     "declare_work_queue",
     "decode",
-    "decode_event",
+    "decode_events",
     "encode",
-    "encode_event",
+    "encode_events",
     "log_context",
     "make_event",
     "new_task_id",

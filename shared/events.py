@@ -1,8 +1,14 @@
-"""Task status events: what consumers report about each attempt, on the events exchange."""
+"""Task status events: what consumers report about each attempt, on the events exchange.
+
+Events travel in batches: one AMQP message holds a JSON array of the events a consumer had
+ready to send (often one, many under load), so reporting costs little per task. Readers
+(the demo, tests, the store) take the batch apart with decode_events.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -36,10 +42,6 @@ class TaskEvent:
     result: Any = None
     error: dict[str, str] | None = None
 
-    @property
-    def routing_key(self) -> str:
-        return f"task.{self.state.value}"
-
 
 def make_event(
     task_id: str,
@@ -59,21 +61,23 @@ def make_event(
     )
 
 
-def encode_event(event: TaskEvent) -> Message:
-    """The persistent AMQP message carrying `event`."""
+EVENTS_ROUTING_KEY = "task.events"
+
+
+def encode_events(events: Sequence[TaskEvent]) -> Message:
+    """One persistent AMQP message carrying `events`, in order."""
     return Message(
-        body=orjson.dumps(event),  # orjson serializes dataclasses natively, without a copy
+        body=orjson.dumps(events),  # orjson serializes dataclasses natively, without a copy
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
-        message_id=f"{event.task_id}:{event.attempt}:{event.state.value}",
     )
 
 
-def decode_event(body: bytes) -> TaskEvent:
-    """The event in `body`, or UndecodableMessage."""
+def decode_events(body: bytes) -> list[TaskEvent]:
+    """The events in `body` (a JSON array of events, or one event), or UndecodableMessage."""
     try:
         data = orjson.loads(body)
-        data["state"] = TaskState(data["state"])
-        return TaskEvent(**data)
+        items = data if isinstance(data, list) else [data]
+        return [TaskEvent(**{**item, "state": TaskState(item["state"])}) for item in items]
     except (ValueError, TypeError, KeyError) as error:
         raise UndecodableMessage(f"not a task event: {error}") from None

@@ -24,7 +24,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
-from shared.events import TaskEvent, TaskState, decode_event
+from shared.events import TaskEvent, TaskState, decode_events
 from shared.topology import Topology
 
 RUN_ID = secrets.token_hex(3)
@@ -118,7 +118,7 @@ class EventLog:
         await self._queue.consume(self._on_message, no_ack=True)
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        self.events.append(decode_event(message.body))
+        self.events.extend(decode_events(message.body))
 
     def of_state(self, state: TaskState) -> list[TaskEvent]:
         return [event for event in self.events if event.state is state]

@@ -35,6 +35,15 @@ from shared.topology import Topology, declare_work_queue
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
+class _Run:
+    """A task being run: its `running` event, sent once it runs long enough."""
+
+    event: TaskEvent
+    started: float  # time.monotonic()
+    reported: bool = False
+
+
 @dataclass
 class _Slot:
     queue: str
@@ -76,6 +85,8 @@ class Worker:
         self._report_running_after_s = report_running_after_s
         self._slots: list[_Slot] = []
         self._running: set[asyncio.Task[object]] = set()
+        self._runs: set[_Run] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
@@ -88,6 +99,7 @@ class Worker:
                 slot = _Slot(queue, channel, amqp_queue)
                 slot.consumer_tag = await amqp_queue.consume(partial(self._on_message, slot=slot))
                 self._slots.append(slot)
+        self._sweeper = asyncio.create_task(self._report_long_runs(), name="conveyor-running")
         log.info(
             "worker %s consuming %s with %d slot(s) each, prefetch=%d",
             self.worker_id,
@@ -113,6 +125,8 @@ class Worker:
                 await asyncio.wait(late, timeout=5)
         for slot in self._slots:
             await slot.channel.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self._sync_runner.close()
         await self._reporter.close()
         log.info("worker %s stopped: %s", self.worker_id, dict(self.stats))
@@ -182,7 +196,8 @@ class Worker:
             redelivered=redelivered,
             started_at=time.time(),
         )
-        running = self._report_running(event(TaskState.RUNNING))
+        run = _Run(event(TaskState.RUNNING), time.monotonic())
+        self._report_running(run)
         try:
             result = await self._call(handler, payload, ctx)
         except asyncio.CancelledError:
@@ -199,23 +214,33 @@ class Worker:
             await self._reject(message, queue, "failed", detail, counted=False)
             return
         finally:
-            if running is not None:
-                running.cancel()
+            self._runs.discard(run)
         self._reporter.emit(event(TaskState.SUCCEEDED, result=result))
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1
 
-    def _report_running(self, event: TaskEvent) -> asyncio.TimerHandle | None:
-        """Report `running` now, or only if the task still runs after the configured delay.
-
-        Quick tasks then cost one event, not two; their terminal event carries `started_at`.
-        """
+    def _report_running(self, run: _Run) -> None:
+        """Report `running` now (threshold 0) or leave it to the long-run reporter."""
         if self._report_running_after_s <= 0:
-            self._reporter.emit(event)
-            return None
-        loop = asyncio.get_running_loop()
-        return loop.call_later(self._report_running_after_s, self._reporter.emit, event)
+            self._reporter.emit(run.event)
+            run.reported = True
+        self._runs.add(run)
+
+    async def _report_long_runs(self) -> None:
+        """Report `running` for tasks that run past the threshold.
+
+        One periodic sweep instead of a timer per task: timers cost more than the rest of a
+        quick task's bookkeeping. Quick tasks then cost one event, not two.
+        """
+        every_s = max(self._report_running_after_s / 2, 0.01)
+        while True:
+            await asyncio.sleep(every_s)
+            due = time.monotonic() - self._report_running_after_s
+            for run in list(self._runs):
+                if not run.reported and run.started <= due:
+                    self._reporter.emit(run.event)
+                    run.reported = True
 
     async def _call(self, handler: Handler, payload: object, ctx: TaskContext) -> JSONValue:
         if handler.sync:

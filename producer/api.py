@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from producer.submission import Submitter, TaskSubmission
+from shared.catalog import TaskSpec
 from shared.envelope import TaskMessage
 from shared.errors import BrokerUnavailable
 
@@ -32,14 +33,15 @@ class TaskAccepted(BaseModel):
     created_at: datetime
 
     @classmethod
-    def of(cls, task: TaskMessage) -> TaskAccepted:
+    def of(cls, task: TaskMessage, spec: TaskSpec) -> TaskAccepted:
+        """The accepted task, with the spec's defaults where the submission set none."""
         return cls(
             id=task.id,
             task=task.task,
             queue=task.queue,
             payload=task.payload,
-            max_retries=task.max_retries,
-            timeout_s=task.timeout_s,
+            max_retries=spec.max_retries if task.max_retries is None else task.max_retries,
+            timeout_s=spec.timeout_s if task.timeout_s is None else task.timeout_s,
             created_at=task.created_at,
         )
 
@@ -84,8 +86,9 @@ def create_app(
     @app.post("/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted)
     async def submit_task(body: TaskSubmission, request: Request) -> TaskAccepted:
         """Validate one task against the catalog and publish it (202 once confirmed)."""
-        task = await submitter().submit(body, request.state.request_id)
-        return TaskAccepted.of(task)
+        current = submitter()
+        task = await current.submit(body, request.state.request_id)
+        return TaskAccepted.of(task, current.catalog.spec(task.task))
 
     @app.post("/tasks/batch", status_code=status.HTTP_202_ACCEPTED, response_model=BatchAccepted)
     async def submit_batch(body: BatchSubmission, request: Request) -> Any:
@@ -97,8 +100,11 @@ def create_app(
                 f"tasks: at most {max_batch_size} tasks per batch, got {len(body.tasks)}",
                 [{"field": "tasks", "message": "too many tasks", "type": "too_long"}],
             )
-        tasks = await submitter().submit_many(body.tasks, request.state.request_id)
-        return BatchAccepted(items=[TaskAccepted.of(task) for task in tasks])
+        current = submitter()
+        tasks = await current.submit_many(body.tasks, request.state.request_id)
+        return BatchAccepted(
+            items=[TaskAccepted.of(task, current.catalog.spec(task.task)) for task in tasks]
+        )
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -59,10 +59,8 @@ class Submitter:
             task=spec.name,
             queue=queue,
             payload=payload.model_dump(mode="json"),
-            max_retries=spec.max_retries
-            if submission.max_retries is None
-            else submission.max_retries,
-            timeout_s=spec.timeout_s if submission.timeout_s is None else submission.timeout_s,
+            max_retries=submission.max_retries,
+            timeout_s=submission.timeout_s,
             request_id=request_id,
         )
 

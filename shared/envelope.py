@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from aio_pika import DeliveryMode, Message
@@ -37,8 +37,10 @@ class TaskMessage:
     queue: str
     payload: dict[str, Any]
     attempt: int = 1
-    max_retries: int = 0
-    timeout_s: float = 300.0
+    # Per-submission overrides of the task spec's defaults; None: the spec's own (the
+    # consumer reads them from its catalog), so a plain task carries three headers, not five.
+    max_retries: int | None = None
+    timeout_s: float | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: str | None = None
 
@@ -63,9 +65,11 @@ def encode(task: TaskMessage) -> Message:
         HEADER_TASK: task.task,
         HEADER_ATTEMPT: task.attempt,
         HEADER_VERSION: SCHEMA_VERSION,
-        HEADER_MAX_RETRIES: task.max_retries,
-        HEADER_TIMEOUT_S: task.timeout_s,
     }
+    if task.max_retries is not None:
+        headers[HEADER_MAX_RETRIES] = task.max_retries
+    if task.timeout_s is not None:
+        headers[HEADER_TIMEOUT_S] = task.timeout_s
     if task.request_id:
         headers[HEADER_REQUEST_ID] = task.request_id
     return Message(
@@ -110,22 +114,30 @@ def decode(message: AbstractMessage, queue: str) -> TaskMessage:
         queue=queue,
         payload=payload,
         attempt=attempt,
-        max_retries=_int_header(headers, HEADER_MAX_RETRIES, 0),
-        timeout_s=_float_header(headers, HEADER_TIMEOUT_S, 300.0),
+        max_retries=_int_header(headers, HEADER_MAX_RETRIES, None),
+        timeout_s=_float_header(headers, HEADER_TIMEOUT_S, None),
         created_at=timestamp.replace(tzinfo=UTC) if timestamp else datetime.now(UTC),
         request_id=request_id if isinstance(request_id, str) else None,
     )
 
 
-def _int_header(headers: Any, name: str, default: int) -> int:
-    value = headers.get(name, default)
+@overload
+def _int_header(headers: Any, name: str, default: int) -> int: ...
+@overload
+def _int_header(headers: Any, name: str, default: None) -> int | None: ...
+def _int_header(headers: Any, name: str, default: int | None) -> int | None:
+    if name not in headers:
+        return default
+    value = headers[name]
     if isinstance(value, bool) or not isinstance(value, int):
         raise UndecodableMessage(f"header {name} must be an integer, got {value!r}")
     return value
 
 
-def _float_header(headers: Any, name: str, default: float) -> float:
-    value = headers.get(name, default)
+def _float_header(headers: Any, name: str, default: None) -> float | None:
+    if name not in headers:
+        return default
+    value = headers[name]
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UndecodableMessage(f"header {name} must be a number, got {value!r}")
     return float(value)

@@ -158,3 +158,14 @@ async def test_not_yet_connected_is_503_and_not_ready() -> None:
 async def test_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
     reply = await client.get("/nope")
     assert reply.status_code == 404 and reply.json()["error"] == "not_found"
+
+
+async def test_accepted_task_shows_spec_defaults_and_overrides(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    plain = (await client.post("/tasks", json={"task": "echo"})).json()
+    assert (plain["max_retries"], plain["timeout_s"]) == (3, 300.0)
+    assert publisher.published[0].max_retries is None  # the consumer applies the spec's
+    custom = await client.post("/tasks", json={"task": "echo", "max_retries": 0, "timeout_s": 9})
+    assert (custom.json()["max_retries"], custom.json()["timeout_s"]) == (0, 9.0)
+    assert (publisher.published[1].max_retries, publisher.published[1].timeout_s) == (0, 9.0)

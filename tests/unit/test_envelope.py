@@ -76,6 +76,7 @@ def _message(body: bytes = b"{}", **props: Any) -> Message:
         (_message(headers={HEADER_TASK: "echo", HEADER_VERSION: 99}), "version 99"),
         (_message(headers={HEADER_TASK: "echo", HEADER_ATTEMPT: "x"}), "integer"),
         (_message(headers={HEADER_TASK: "echo", HEADER_ATTEMPT: 0}), ">= 1"),
+        (_message(headers={HEADER_TASK: "echo", HEADER_ATTEMPT: None}), "integer"),
         (_message(content_type="text/plain"), "content_type"),
     ],
 )
@@ -87,3 +88,9 @@ def test_decode_refuses_a_message_that_is_not_an_envelope(message: Message, reas
 def test_decode_accepts_a_minimal_hand_written_message() -> None:
     task = decode(_message(b'{"a": 1}'), "default")
     assert (task.id, task.task, task.payload, task.attempt) == ("m-1", "echo", {"a": 1}, 1)
+    assert (task.max_retries, task.timeout_s) == (None, None)  # the task spec's defaults
+
+
+def test_options_not_overridden_travel_as_no_header() -> None:
+    message = encode(_task(max_retries=None, timeout_s=None, request_id=None))
+    assert set(message.headers) == {HEADER_TASK, HEADER_ATTEMPT, HEADER_VERSION}

@@ -187,17 +187,23 @@ class Worker:
         redelivered = bool(message.redelivered)
         if redelivered:
             log.info("task %s was redelivered", task.id)
-        event = partial(
-            make_event,
-            task.id,
-            task.task,
-            attempt=task.attempt,
-            worker=self.worker_id,
-            redelivered=redelivered,
-            started_at=time.time(),
+        # Events off: build none (two dataclasses and a partial a task, for nothing).
+        event = (
+            partial(
+                make_event,
+                task.id,
+                task.task,
+                attempt=task.attempt,
+                worker=self.worker_id,
+                redelivered=redelivered,
+                started_at=time.time(),
+            )
+            if self._reporter.events_enabled
+            else None
         )
-        run = _Run(event(TaskState.RUNNING), time.monotonic())
-        self._report_running(run)
+        run = None if event is None else _Run(event(TaskState.RUNNING), time.monotonic())
+        if run is not None:
+            self._report_running(run)
         try:
             result = await self._call(handler, payload, ctx)
         except asyncio.CancelledError:
@@ -209,13 +215,16 @@ class Worker:
             self.stats["failed"] += 1
             detail = f"{type(error).__name__}: {error}"
             log.warning("task %s failed: %s", task.id, detail)
-            error_info = {"type": type(error).__name__, "message": str(error)}
-            self._reporter.emit(event(TaskState.FAILED, error=error_info))
+            if event is not None:
+                error_info = {"type": type(error).__name__, "message": str(error)}
+                self._reporter.emit(event(TaskState.FAILED, error=error_info))
             await self._reject(message, queue, "failed", detail, counted=False)
             return
         finally:
-            self._runs.discard(run)
-        self._reporter.emit(event(TaskState.SUCCEEDED, result=result))
+            if run is not None:
+                self._runs.discard(run)
+        if event is not None:
+            self._reporter.emit(event(TaskState.SUCCEEDED, result=result))
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1

@@ -89,17 +89,25 @@ class Publisher:
         Every publish is awaited before this returns; the first failure is raised then. One
         watchdog bounds the batch (no confirm at all for `confirm_timeout_s` fails it) instead
         of a timer per publish, which would cost more than the rest of the client's work.
+        `confirm_window` lanes take tasks in order from one shared iterator: a coroutine per
+        lane, not per task, so a large batch doesn't park thousands of tasks on a semaphore.
         """
-        window = asyncio.Semaphore(self._confirm_window)
+        failures: list[BaseException | None] = [None] * len(tasks)
+        todo = iter(enumerate(tasks))
         confirmed = 0
 
-        async def publish_one(task: TaskMessage) -> None:
+        async def lane() -> None:
             nonlocal confirmed
-            async with window:
-                await self._publish(task)
-                confirmed += 1
+            for index, task in todo:
+                try:
+                    await self._publish(task)
+                except Exception as error:
+                    failures[index] = error
+                else:
+                    confirmed += 1
 
-        batch = asyncio.gather(*(publish_one(t) for t in tasks), return_exceptions=True)
+        lanes = min(self._confirm_window, len(tasks))
+        batch = asyncio.gather(*(lane() for _ in range(lanes)))
         seen = -1
         while not batch.done():
             await asyncio.wait([batch], timeout=self._confirm_timeout_s)
@@ -108,9 +116,10 @@ class Publisher:
                 await asyncio.gather(batch, return_exceptions=True)
                 raise PublishFailed(tasks[min(confirmed, len(tasks) - 1)].id, self._no_confirm)
             seen = confirmed
-        for result in batch.result():
-            if isinstance(result, BaseException):
-                raise result
+        batch.result()
+        for failure in failures:
+            if failure is not None:
+                raise failure
 
     @property
     def _no_confirm(self) -> str:

@@ -64,10 +64,15 @@ def make_event(
 EVENTS_ROUTING_KEY = "task.events"
 
 
+def encode_events_body(events: Sequence[TaskEvent]) -> bytes:
+    """The body of an events message: a JSON array of `events`, in order."""
+    return orjson.dumps(events)  # orjson serializes dataclasses natively, without a copy
+
+
 def encode_events(events: Sequence[TaskEvent]) -> Message:
-    """One persistent AMQP message carrying `events`, in order."""
+    """One persistent AMQP message carrying `events` (for publishers using aio-pika)."""
     return Message(
-        body=orjson.dumps(events),  # orjson serializes dataclasses natively, without a copy
+        body=encode_events_body(events),
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
     )

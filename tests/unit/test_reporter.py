@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from aio_pika import Message
+from pamqp.commands import Basic
 
 from consumer.reporter import Reporter
 from shared.events import TaskEvent, TaskState, decode_events, make_event
 from shared.topology import Topology
 
 
-class FakeExchange:
-    """Records what would be published."""
+class FakeChannel:
+    """Stands in for the events channel (and its aiormq underlay); records publishes."""
 
     def __init__(self) -> None:
-        self.messages: list[tuple[Message, str]] = []
+        self.messages: list[tuple[bytes, str, Basic.Properties]] = []
 
-    async def publish(self, message: Message, routing_key: str, **_: Any) -> None:
-        self.messages.append((message, routing_key))
+    async def get_underlay_channel(self) -> FakeChannel:
+        return self
+
+    async def basic_publish(
+        self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties
+    ) -> None:
+        assert exchange == "t.events"
+        self.messages.append((body, routing_key, properties))
 
 
-def _started(exchange: FakeExchange) -> Reporter:
+def _started(channel: FakeChannel) -> Reporter:
     reporter = Reporter(None, Topology("t"), events=True)  # type: ignore[arg-type]
-    reporter._events = exchange  # type: ignore[assignment]
+    reporter._events_channel = channel  # type: ignore[assignment]
     reporter._pump = asyncio.create_task(reporter._publish_events())
     return reporter
 
@@ -34,28 +39,30 @@ def _event(n: int) -> TaskEvent:
 
 
 async def test_events_under_load_share_messages_and_keep_their_order() -> None:
-    exchange = FakeExchange()
-    reporter = _started(exchange)
+    channel = FakeChannel()
+    reporter = _started(channel)
     for n in range(200):
         reporter.emit(_event(n))
         if n % 10 == 0:
             await asyncio.sleep(0)
     await reporter.close()
 
-    published = [e for message, _ in exchange.messages for e in decode_events(message.body)]
+    published = [e for body, _, _ in channel.messages for e in decode_events(body)]
     assert [e.task_id for e in published] == [f"task-{n}" for n in range(200)]
     assert [e.result for e in published] == [{"n": n} for n in range(200)]
-    assert len(exchange.messages) < 20
-    assert {key for _, key in exchange.messages} == {"task.events"}
+    assert len(channel.messages) < 20
+    assert {key for _, key, _ in channel.messages} == {"task.events"}
+    assert {props.delivery_mode for _, _, props in channel.messages} == {2}  # persistent
+    assert len({props.message_id for _, _, props in channel.messages}) == len(channel.messages)
 
 
 async def test_first_event_after_a_quiet_spell_goes_out_at_once() -> None:
-    exchange = FakeExchange()
-    reporter = _started(exchange)
+    channel = FakeChannel()
+    reporter = _started(channel)
     reporter.emit(_event(1))
     for _ in range(20):  # a few loop turns, far less than the linger time
         await asyncio.sleep(0)
-    assert len(exchange.messages) == 1
+    assert len(channel.messages) == 1
     await reporter.close()
 
 

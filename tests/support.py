@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import httpx
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from shared.events import TaskEvent, TaskState, decode_events
@@ -57,6 +58,20 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+async def wait_http(
+    client: httpx.AsyncClient, path: str, timeout_s: float, status: int = 200
+) -> None:
+    """Wait until GET `path` answers `status` (a service that is starting refuses at first)."""
+
+    async def answers() -> bool:
+        try:
+            return (await client.get(path)).status_code == status
+        except httpx.TransportError:
+            return False
+
+    await wait_until(answers, timeout_s, f"GET {path} to answer {status}")
 
 
 class ServiceProcess:

@@ -17,7 +17,15 @@ from producer.service import open_submitter
 from producer.submission import TaskSubmission
 from shared.events import TaskState
 from shared.topology import Topology
-from tests.support import EventLog, RabbitNode, ServiceProcess, free_port, queue_depth, wait_until
+from tests.support import (
+    EventLog,
+    RabbitNode,
+    ServiceProcess,
+    free_port,
+    queue_depth,
+    wait_http,
+    wait_until,
+)
 
 
 async def connect_to(node: RabbitNode, opened: list[AbstractConnection]) -> AbstractConnection:
@@ -111,14 +119,7 @@ async def test_producer_api_answers_503_while_its_broker_is_down_and_202_after_i
     producer = start_service("producer", http_port=port, http_host="127.0.0.1")
     task = {"task": "echo", "payload": {"a": 1}}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=15) as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(ready, 30, "the producer to be ready")
+        await wait_http(client, "/readyz", 30)
         first = await client.post("/tasks", json=task)
         assert first.status_code == 202, first.text
 

@@ -23,22 +23,10 @@ from tests.support import (
     free_port,
     queue_depth,
     unique_namespace,
-    wait_until,
+    wait_http,
 )
 
 ECHO = {"task": "echo", "payload": {"a": 1}}
-
-
-async def wait_ready(client: httpx.AsyncClient, path: str, timeout_s: float) -> None:
-    """Wait until GET `path` answers 200."""
-
-    async def answers() -> bool:
-        try:
-            return (await client.get(path)).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    await wait_until(answers, timeout_s, f"GET {path} to answer 200")
 
 
 @pytest.fixture
@@ -49,7 +37,7 @@ async def api(
     port = free_port()
     spawn("producer", http_port=port, http_host="127.0.0.1")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        await wait_ready(client, "/readyz", 30)
+        await wait_http(client, "/readyz", 30)
         yield client
 
 
@@ -227,7 +215,7 @@ async def test_producer_without_a_reachable_broker_is_alive_but_answers_503(
     producer = ServiceProcess("producer", env, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            await wait_ready(client, "/healthz", 20)
+            await wait_http(client, "/healthz", 20)
 
             started = time.monotonic()
             refused = await client.post("/tasks", json=ECHO, timeout=5)

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support import ServiceProcess, free_port, wait_until
+from tests.support import ServiceProcess, free_port, wait_http
 
 
 async def test_services_log_the_broker_url_with_its_password_masked(
@@ -20,14 +20,7 @@ async def test_services_log_the_broker_url_with_its_password_masked(
     producer = spawn("producer", http_port=port, http_host="127.0.0.1")
     await consumer.wait_log("consuming")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-
-        async def ready() -> bool:
-            try:
-                return (await client.get("/readyz")).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        await wait_until(ready, 30, "the producer to be ready")
+        await wait_http(client, "/readyz", 30)
     for service in (consumer, producer):
         log = service.log()
         assert ":***@" in log

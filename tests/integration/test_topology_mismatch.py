@@ -8,7 +8,7 @@ import httpx
 from aio_pika.abc import AbstractRobustConnection
 
 from shared.topology import Topology
-from tests.support import ServiceProcess, free_port, wait_until
+from tests.support import ServiceProcess, free_port, wait_http
 
 
 async def test_queue_type_mismatch_stops_consumer_and_is_logged_by_producer(
@@ -31,16 +31,7 @@ async def test_queue_type_mismatch_stops_consumer_and_is_logged_by_producer(
     producer = spawn("producer", queue_type="quorum", http_port=port, http_host="127.0.0.1")
     await producer.wait_log("producer set-up failed")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-        await wait_until(
-            lambda: _status(client, "/healthz", 200), 30, "the producer to answer /healthz"
-        )
+        await wait_http(client, "/healthz", 30)
         assert (await client.get("/readyz")).status_code == 503
         reply = await client.post("/tasks", json={"task": "echo"})
         assert reply.status_code == 503 and "Retry-After" in reply.headers
-
-
-async def _status(client: httpx.AsyncClient, path: str, expected: int) -> bool:
-    try:
-        return (await client.get(path)).status_code == expected
-    except httpx.TransportError:
-        return False

@@ -16,11 +16,12 @@ from typing import Any
 
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import (
-    AbstractChannel,
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractRobustChannel,
     AbstractRobustConnection,
 )
+from aio_pika.exceptions import AMQPError
 from pamqp.commands import Basic
 
 from shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events_body
@@ -34,6 +35,8 @@ HEADER_DEAD_AT = "x-conveyor-dead-lettered-at"
 HEADER_SOURCE_QUEUE = "x-conveyor-queue"
 MAX_EVENTS_PER_MESSAGE = 500
 EVENTS_LINGER_S = 0.005
+PUBLISH_TIMEOUT_S = 5.0
+EVENTS_PUBLISH_TRIES = 3
 
 
 class Reporter:
@@ -45,7 +48,7 @@ class Reporter:
         self._connection = connection
         self._topology = topology
         self._events_enabled = events
-        self._events_channel: AbstractChannel | None = None
+        self._events_channel: AbstractRobustChannel | None = None
         self._batch_prefix = f"events-{secrets.token_hex(4)}-"
         self._batches = 0
         self._dead: AbstractExchange | None = None
@@ -92,7 +95,7 @@ class Reporter:
             try:
                 await self._publish_batch(batch)
             except Exception as error:
-                # A broker hiccup must not fail tasks; the events are lost (logged).
+                # Tasks must not fail or wait for reporting; the events are lost (logged).
                 log.warning("lost %d status events: %r", len(batch), error)
             finally:
                 last_publish = loop.time()
@@ -101,20 +104,35 @@ class Reporter:
 
     async def _publish_batch(self, batch: list[TaskEvent]) -> None:
         """One events message, through aiormq directly: aio-pika's Message costs more than
-        the rest of the publish, and events need none of its conveniences."""
+        the rest of the publish, and events need none of its conveniences.
+
+        Around a reconnect a publish can fail, or hang on the dead connection's writer:
+        each try is bounded, and the batch is tried again once the channel is restored.
+        """
         assert self._events_channel is not None
-        channel = await self._events_channel.get_underlay_channel()
         self._batches += 1
-        await channel.basic_publish(
-            encode_events_body(batch),
-            exchange=self._topology.events_exchange,
-            routing_key=EVENTS_ROUTING_KEY,
-            properties=Basic.Properties(
-                content_type="application/json",
-                delivery_mode=2,  # persistent
-                message_id=f"{self._batch_prefix}{self._batches}",
-            ),
+        body = encode_events_body(batch)
+        properties = Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,  # persistent
+            message_id=f"{self._batch_prefix}{self._batches}",
         )
+        for attempt in range(1, EVENTS_PUBLISH_TRIES + 1):
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    await self._events_channel.ready()  # restored after a reconnect
+                    channel = await self._events_channel.get_underlay_channel()
+                    await channel.basic_publish(
+                        body,
+                        exchange=self._topology.events_exchange,
+                        routing_key=EVENTS_ROUTING_KEY,
+                        properties=properties,
+                    )
+                return
+            except (TimeoutError, AMQPError, ConnectionError):
+                if attempt == EVENTS_PUBLISH_TRIES:
+                    raise
+                await asyncio.sleep(PUBLISH_TIMEOUT_S / 5)
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the events still queued (within `timeout_s`), then stop the pump."""
@@ -150,7 +168,8 @@ class Reporter:
             timestamp=message.timestamp,
         )
         try:
-            await self._dead.publish(copy, routing_key=queue)
+            async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                await self._dead.publish(copy, routing_key=queue)
         except Exception as failure:
             log.warning("could not dead-letter message %s: %r", message.message_id, failure)
             return False

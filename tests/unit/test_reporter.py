@@ -17,6 +17,9 @@ class FakeChannel:
     def __init__(self) -> None:
         self.messages: list[tuple[bytes, str, Basic.Properties]] = []
 
+    async def ready(self) -> None:
+        pass
+
     async def get_underlay_channel(self) -> FakeChannel:
         return self
 

@@ -8,11 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
+
+from shared.runtime import run
+from shared.topology import Topology
 
 T = TypeVar("T")
 LoopName = Literal["asyncio", "uvloop"]
@@ -47,12 +50,13 @@ class Names:
     namespace: str
 
     @property
-    def conveyor_queue(self) -> str:
-        return f"{self.namespace}.{CONVEYOR_QUEUE}"
+    def conveyor(self) -> Topology:
+        """Conveyor's own names in this namespace."""
+        return Topology(self.namespace)
 
     @property
-    def events_exchange(self) -> str:
-        return f"{self.namespace}.events"
+    def conveyor_queue(self) -> str:
+        return self.conveyor.work_queue(CONVEYOR_QUEUE)
 
     @property
     def raw_exchange(self) -> str:
@@ -68,28 +72,23 @@ class Names:
 
     def queues(self) -> list[str]:
         """Every durable queue the run may create (Conveyor's and raw's)."""
-        ns = self.namespace
-        return [f"{ns}.default", f"{ns}.dead", self.raw_queue]
+        return [self.conveyor_queue, self.conveyor.dead_letter_queue, self.raw_queue]
 
     def exchanges(self) -> list[str]:
         """Every exchange the run may create (Conveyor's and raw's)."""
-        ns = self.namespace
-        return [f"{ns}.tasks", f"{ns}.dlx", f"{ns}.events", self.raw_exchange, self.raw_dlx]
-
-
-def loop_factory(loop: LoopName) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The factory asyncio.Runner needs for `loop` (None: asyncio's default loop)."""
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    return None
+        conveyor = self.conveyor
+        return [
+            conveyor.tasks_exchange,
+            conveyor.dead_letter_exchange,
+            conveyor.events_exchange,
+            self.raw_exchange,
+            self.raw_dlx,
+        ]
 
 
 def run_on(main: Coroutine[Any, Any, T], loop: LoopName) -> T:
-    """Run `main` on a fresh event loop of kind `loop`."""
-    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
-        return runner.run(main)
+    """Run `main` on a fresh event loop of kind `loop` (the services' own loop runner)."""
+    return run(main, loop)
 
 
 class ChildError(RuntimeError):

@@ -85,7 +85,7 @@ async def subscribe_succeeded(
 ) -> AbstractQueue:
     """An exclusive auto-delete queue on the status events; records when tasks succeeded."""
     queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-    await queue.bind(names.events_exchange, routing_key=EVENTS_ROUTING_KEY)
+    await queue.bind(names.conveyor.events_exchange, routing_key=EVENTS_ROUTING_KEY)
 
     async def on_event(message: AbstractIncomingMessage) -> None:
         at = time.perf_counter()

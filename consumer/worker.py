@@ -11,9 +11,10 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from aio_pika.abc import (
     AbstractChannel,
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class _Run:
-    """A task being run: its `running` event, sent once it runs long enough."""
+    """A task being run: `event(state, ...)` makes its status events; `running` is sent
+    only once it has run long enough."""
 
-    event: TaskEvent
+    event: Callable[..., TaskEvent]
     started: float  # time.monotonic()
     reported: bool = False
 
@@ -187,54 +189,55 @@ class Worker:
         redelivered = bool(message.redelivered)
         if redelivered:
             log.info("task %s was redelivered", task.id)
-        # Events off: build none (two dataclasses and a partial a task, for nothing).
-        event = (
-            partial(
-                make_event,
-                task.id,
-                task.task,
-                attempt=task.attempt,
-                worker=self.worker_id,
-                redelivered=redelivered,
-                started_at=time.time(),
-            )
-            if self._reporter.events_enabled
-            else None
-        )
-        run = None if event is None else _Run(event(TaskState.RUNNING), time.monotonic())
-        if run is not None:
-            self._report_running(run)
+        run = self._start_run(task, redelivered)
         try:
             result = await self._call(handler, payload, ctx)
         except asyncio.CancelledError:
             # Shutdown outran the grace period: give the task back, don't dead-letter it.
             log.warning("task %s interrupted by shutdown; requeued", task.id)
+            self._end_run(run, None)
             await _settle(message.nack(requeue=True), message)
             raise
         except Exception as error:
             self.stats["failed"] += 1
             detail = f"{type(error).__name__}: {error}"
             log.warning("task %s failed: %s", task.id, detail)
-            if event is not None:
-                error_info = {"type": type(error).__name__, "message": str(error)}
-                self._reporter.emit(event(TaskState.FAILED, error=error_info))
+            error_info = {"type": type(error).__name__, "message": str(error)}
+            self._end_run(run, TaskState.FAILED, error=error_info)
             await self._reject(message, queue, "failed", detail, counted=False)
             return
-        finally:
-            if run is not None:
-                self._runs.discard(run)
-        if event is not None:
-            self._reporter.emit(event(TaskState.SUCCEEDED, result=result))
+        self._end_run(run, TaskState.SUCCEEDED, result=result)
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1
 
-    def _report_running(self, run: _Run) -> None:
-        """Report `running` now (threshold 0) or leave it to the long-run reporter."""
+    def _start_run(self, task: TaskMessage, redelivered: bool) -> _Run | None:
+        """Track a run for its status events; None when events are off (nothing to build)."""
+        if not self._reporter.events_enabled:
+            return None
+        event = partial(
+            make_event,
+            task.id,
+            task.task,
+            attempt=task.attempt,
+            worker=self.worker_id,
+            redelivered=redelivered,
+            started_at=time.time(),
+        )
+        run = _Run(event, time.monotonic())
         if self._report_running_after_s <= 0:
-            self._reporter.emit(run.event)
+            self._reporter.emit(event(TaskState.RUNNING))
             run.reported = True
         self._runs.add(run)
+        return run
+
+    def _end_run(self, run: _Run | None, state: TaskState | None, **details: Any) -> None:
+        """Stop tracking `run`; report its terminal `state`, if any."""
+        if run is None:
+            return
+        self._runs.discard(run)
+        if state is not None:
+            self._reporter.emit(run.event(state, **details))
 
     async def _report_long_runs(self) -> None:
         """Report `running` for tasks that run past the threshold.
@@ -248,7 +251,7 @@ class Worker:
             due = time.monotonic() - self._report_running_after_s
             for run in list(self._runs):
                 if not run.reported and run.started <= due:
-                    self._reporter.emit(run.event)
+                    self._reporter.emit(run.event(TaskState.RUNNING))
                     run.reported = True
 
     async def _call(self, handler: Handler, payload: object, ctx: TaskContext) -> JSONValue:

@@ -219,14 +219,26 @@ class RabbitNode:
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
         }
 
-    def _ctl(self, *args: str, timeout_s: float = 90) -> None:
-        subprocess.run(
+    def _ctl(self, *args: str, timeout_s: float = 90) -> str:
+        done = subprocess.run(
             ["rabbitmqctl", "-n", self.name, *args],
             env=self._env(),
             check=True,
             capture_output=True,
+            text=True,
             timeout=timeout_s,
         )
+        return done.stdout
+
+    def close_connections(self, name_part: str) -> int:
+        """Force-close this node's client connections whose name holds `name_part`."""
+        closed = 0
+        for line in self._ctl("list_connections", "pid", "client_properties", "-q").splitlines():
+            pid, _, properties = line.partition("\t")
+            if name_part in properties:
+                self._ctl("close_connection", pid, "closed by a test")
+                closed += 1
+        return closed
 
     def start(self, timeout_s: float = 60) -> None:
         subprocess.run(

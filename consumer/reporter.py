@@ -24,7 +24,7 @@ from aio_pika.abc import (
 from aio_pika.exceptions import AMQPError
 from pamqp.commands import Basic
 
-from shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events_body
+from shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Reporter:
         """
         assert self._events_channel is not None
         self._batches += 1
-        body = encode_events_body(batch)
+        body = encode_events(batch)
         properties = Basic.Properties(
             content_type="application/json",
             delivery_mode=2,  # persistent

@@ -62,10 +62,8 @@ async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
 async def _submission_invalid(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, SubmissionError)
     if isinstance(error, InvalidPayload):
-        prefix = error.field[: -len(error.errors[0][0])] if error.errors else ""
         details = [
-            {"field": prefix + field, "message": msg, "type": kind}
-            for field, msg, kind in error.errors
+            {"field": field, "message": msg, "type": kind} for field, msg, kind in error.errors
         ]
         return error_response(422, "invalid_payload", error.message, details)
     code = "unknown_task" if error.field.endswith("task") else "invalid_submission"

@@ -137,7 +137,3 @@ class Publisher:
             raise PublishFailed(task.id, reason) from error
         except (AMQPConnectionError, ChannelInvalidStateError, ConnectionError, AMQPError) as error:
             raise BrokerUnavailable(f"lost the connection to RabbitMQ: {error!r}") from error
-
-    async def close(self) -> None:
-        if self._channel is not None and not self._channel.is_closed:
-            await self._channel.close()

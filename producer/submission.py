@@ -46,7 +46,7 @@ class Submitter:
             spec = self.catalog.spec(submission.task)
             payload = self.catalog.validate_payload(submission.task, submission.payload)
         except SubmissionError as error:
-            error.field = field_prefix + error.field
+            error.prefix_fields(field_prefix)
             raise
         queue = submission.queue or spec.queue
         if queue not in self.queues:

@@ -7,7 +7,7 @@ is the payload as JSON (orjson).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -43,10 +43,6 @@ class TaskMessage:
     timeout_s: float | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: str | None = None
-
-    def next_attempt(self) -> TaskMessage:
-        """The same task, one attempt further (for redelivery by retry)."""
-        return replace(self, attempt=self.attempt + 1)
 
 
 def dumps(value: Any) -> bytes:

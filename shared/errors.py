@@ -16,6 +16,10 @@ class SubmissionError(ConveyorError):
         self.field = field
         self.kind = kind
 
+    def prefix_fields(self, prefix: str) -> None:
+        """Place the error inside a larger body (e.g. `tasks.3.` of a batch)."""
+        self.field = prefix + self.field
+
 
 class UnknownTask(SubmissionError):
     """No task of that name is in the catalog."""
@@ -28,6 +32,10 @@ class InvalidPayload(SubmissionError):
         field = errors[0][0] if errors else "payload"
         super().__init__(message, field)
         self.errors = errors
+
+    def prefix_fields(self, prefix: str) -> None:
+        super().prefix_fields(prefix)
+        self.errors = [(prefix + field, msg, kind) for field, msg, kind in self.errors]
 
 
 class UndecodableMessage(ConveyorError):

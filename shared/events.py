@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from aio_pika import DeliveryMode, Message
 
 from shared.errors import UndecodableMessage
 
@@ -64,18 +63,9 @@ def make_event(
 EVENTS_ROUTING_KEY = "task.events"
 
 
-def encode_events_body(events: Sequence[TaskEvent]) -> bytes:
+def encode_events(events: Sequence[TaskEvent]) -> bytes:
     """The body of an events message: a JSON array of `events`, in order."""
     return orjson.dumps(events)  # orjson serializes dataclasses natively, without a copy
-
-
-def encode_events(events: Sequence[TaskEvent]) -> Message:
-    """One persistent AMQP message carrying `events` (for publishers using aio-pika)."""
-    return Message(
-        body=encode_events_body(events),
-        content_type="application/json",
-        delivery_mode=DeliveryMode.PERSISTENT,
-    )
 
 
 def decode_events(body: bytes) -> list[TaskEvent]:

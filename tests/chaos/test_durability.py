@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import aio_pika
 import httpx
+import pytest
 from aio_pika.abc import AbstractConnection
 
 from config import ProducerSettings
@@ -155,7 +156,18 @@ async def test_producer_api_answers_503_while_its_broker_is_down_and_202_after_i
     assert await work_queue_depth(running_node, chaos_namespace) == 2
 
 
-async def test_consumer_keeps_consuming_after_a_broker_restart(
+def restart_broker(node: RabbitNode) -> None:
+    node.restart()
+
+
+def force_close_consumer_connections(node: RabbitNode) -> None:
+    closed = node.close_connections("conveyor consumer")
+    assert closed == 2  # its consuming and its publishing connection
+
+
+@pytest.mark.parametrize("disrupt", [restart_broker, force_close_consumer_connections])
+async def test_consumer_keeps_consuming_after_the_broker_drops_it(
+    disrupt: Callable[[RabbitNode], None],
     running_node: RabbitNode,
     chaos_namespace: str,
     start_service: Callable[..., ServiceProcess],
@@ -168,7 +180,7 @@ async def test_consumer_keeps_consuming_after_a_broker_restart(
     await before.wait_finished(first, timeout_s=30)
     assert_each_succeeded_once(before, first)
 
-    await asyncio.to_thread(running_node.restart)
+    await asyncio.to_thread(disrupt, running_node)
 
     after = await open_event_log(running_node, chaos_namespace, node_connections)
     second = await submit_echoes(running_node, chaos_namespace, 20, "after")
@@ -180,25 +192,3 @@ async def test_consumer_keeps_consuming_after_a_broker_restart(
     assert await work_queue_depth(running_node, chaos_namespace) == 0
     consumer.signal(signal.SIGTERM)
     assert await consumer.wait(30) == 0
-
-
-async def test_consumer_recovers_when_the_broker_force_closes_its_connections(
-    running_node: RabbitNode,
-    chaos_namespace: str,
-    start_service: Callable[..., ServiceProcess],
-    node_connections: list[AbstractConnection],
-) -> None:
-    consumer = start_service("consumer")
-    await consumer.wait_log("consuming")
-    before = await open_event_log(running_node, chaos_namespace, node_connections)
-    first = await submit_echoes(running_node, chaos_namespace, 10, "before")
-    await before.wait_finished(first, timeout_s=30)
-
-    closed = await asyncio.to_thread(running_node.close_connections, "conveyor consumer")
-    assert closed == 2  # its consuming and its publishing connection
-
-    second = await submit_echoes(running_node, chaos_namespace, 20, "after")
-    await before.wait_finished(second, timeout_s=60)
-    assert_each_succeeded_once(before, first | second)
-    assert consumer.proc.poll() is None  # the same process, reconnected
-    assert await work_queue_depth(running_node, chaos_namespace) == 0

@@ -10,7 +10,9 @@ from pydantic_settings import NoDecode
 from config.base import ConveyorSettings
 
 # Names Conveyor itself uses beside the work queues ({namespace}.dead and the exchanges).
-RESERVED_QUEUE_NAMES = frozenset({"tasks", "dlx", "dead", "events"})
+RESERVED_QUEUE_NAMES = frozenset(
+    {"tasks", "dlx", "dead", "events", "recorder", "finished", "checks"}
+)
 
 
 class BrokerSettings(ConveyorSettings):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from config.broker import BrokerSettings
 from config.logs import LogSettings
 from config.runtime import RuntimeSettings
+from config.store import StoreSettings
 from config.tasks import TaskSettings
 
 
-class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSettings):
-    """Everything the producer (HTTP API + publisher) reads at start."""
+class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSettings, StoreSettings):
+    """Everything the producer (HTTP API, publisher, task store) reads at start."""
 
     http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
@@ -30,3 +31,19 @@ class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
     max_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Most tasks in one POST /tasks/batch."
     )
+    max_payload_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        description="Largest HTTP request body; a larger one is refused with 413.",
+    )
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated API tokens; when set, every endpoint but /healthz and "
+        "/readyz needs `Authorization: Bearer <token>`.",
+    )
+
+    def api_token_list(self) -> list[str]:
+        """The accepted API tokens (none: the API is open)."""
+        if self.api_tokens is None:
+            return []
+        return [t.strip() for t in self.api_tokens.get_secret_value().split(",") if t.strip()]

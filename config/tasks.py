@@ -13,6 +13,11 @@ class TaskSettings(ConveyorSettings):
     test_tasks: bool = Field(
         default=False, description="Register test-only tasks (crash). Never in production."
     )
+    max_result_bytes: int = Field(
+        default=1_048_576,
+        ge=1,
+        description="A task whose result is larger (as JSON) fails with a clear error.",
+    )
     smtp_url: SecretStr | None = Field(
         default=None,
         description="SMTP server of send_email: smtp://user:pass@host:port (smtps:// for TLS).",

@@ -12,6 +12,7 @@ import socket
 from aio_pika.exceptions import AMQPError
 
 from config import ConsumerSettings, load_settings
+from consumer.checks import RunCheck
 from consumer.handlers import builtin_handlers
 from consumer.reporter import Reporter
 from consumer.sync_runner import SyncRunner
@@ -43,6 +44,8 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
         await setup.close()
         reporter = Reporter(publishing, topology, events=settings.events)
         await reporter.start()
+        run_check = RunCheck(publishing, topology)
+        await run_check.start()
         worker = Worker(
             worker_id=worker_id,
             connection=consuming,
@@ -54,7 +57,9 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             concurrency=settings.concurrency,
             prefetch=settings.prefetch,
             sync_runner=SyncRunner(settings.concurrency * len(settings.queues)),
+            run_check=run_check,
             report_running_after_s=settings.report_running_after_s,
+            max_result_bytes=settings.max_result_bytes,
         )
         await worker.start()
         await stop.wait()

@@ -2,7 +2,9 @@
 
 It uses its own connection: a memory or disk alarm blocks publishing connections, and the
 consuming connection must keep draining while that lasts. Events go out from a background
-pump, in order, so reporting never sits between a finished task and its ack.
+pump, in order, so reporting never sits between a finished task and its ack. The broker
+confirms every events message; one that is not confirmed is sent again (after a reconnect
+if need be) for as long as the process lives, so the store hears of every run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aio_pika.exceptions import AMQPError
 from pamqp.commands import Basic
 
 from shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
@@ -36,11 +37,12 @@ HEADER_SOURCE_QUEUE = "x-conveyor-queue"
 MAX_EVENTS_PER_MESSAGE = 500
 EVENTS_LINGER_S = 0.005
 PUBLISH_TIMEOUT_S = 5.0
-EVENTS_PUBLISH_TRIES = 3
+RETRY_DELAY_S = 0.5
+MAX_RETRY_DELAY_S = 10.0
 
 
 class Reporter:
-    """Publishes events (queued, fire-and-forget) and dead letters (confirmed) for a worker."""
+    """Publishes status events (queued, then confirmed) and dead letters for a worker."""
 
     def __init__(
         self, connection: AbstractRobustConnection, topology: Topology, events: bool
@@ -57,7 +59,7 @@ class Reporter:
 
     async def start(self) -> None:
         """Open the channels, find the exchanges (declared by declare_topology), start the pump."""
-        self._events_channel = await self._connection.channel(publisher_confirms=False)
+        self._events_channel = await self._connection.channel(publisher_confirms=True)
         dead_channel = await self._connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
@@ -92,22 +94,33 @@ class Reporter:
                 await asyncio.sleep(busy_for)
             while not self._pending.empty() and len(batch) < MAX_EVENTS_PER_MESSAGE:
                 batch.append(self._pending.get_nowait())
+            await self._publish_until_confirmed(batch)
+            last_publish = loop.time()
+            for _ in batch:
+                self._pending.task_done()
+
+    async def _publish_until_confirmed(self, batch: list[TaskEvent]) -> None:
+        """Tasks never wait for reporting, so reporting must not give up on their events."""
+        delay_s = RETRY_DELAY_S
+        while True:
             try:
                 await self._publish_batch(batch)
+                return
             except Exception as error:
-                # Tasks must not fail or wait for reporting; the events are lost (logged).
-                log.warning("lost %d status events: %r", len(batch), error)
-            finally:
-                last_publish = loop.time()
-                for _ in batch:
-                    self._pending.task_done()
+                log.warning(
+                    "status events not confirmed (%r); %d events wait to be sent again",
+                    error,
+                    len(batch) + self._pending.qsize(),
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, MAX_RETRY_DELAY_S)
 
     async def _publish_batch(self, batch: list[TaskEvent]) -> None:
         """One events message, through aiormq directly: aio-pika's Message costs more than
         the rest of the publish, and events need none of its conveniences.
 
         Around a reconnect a publish can fail, or hang on the dead connection's writer:
-        each try is bounded, and the batch is tried again once the channel is restored.
+        each try is bounded, and the caller tries again once the channel is restored.
         """
         assert self._events_channel is not None
         self._batches += 1
@@ -117,22 +130,17 @@ class Reporter:
             delivery_mode=2,  # persistent
             message_id=f"{self._batch_prefix}{self._batches}",
         )
-        for attempt in range(1, EVENTS_PUBLISH_TRIES + 1):
-            try:
-                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-                    await self._events_channel.ready()  # restored after a reconnect
-                    channel = await self._events_channel.get_underlay_channel()
-                    await channel.basic_publish(
-                        body,
-                        exchange=self._topology.events_exchange,
-                        routing_key=EVENTS_ROUTING_KEY,
-                        properties=properties,
-                    )
-                return
-            except (TimeoutError, AMQPError, ConnectionError):
-                if attempt == EVENTS_PUBLISH_TRIES:
-                    raise
-                await asyncio.sleep(PUBLISH_TIMEOUT_S / 5)
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            await self._events_channel.ready()  # restored after a reconnect
+            channel = await self._events_channel.get_underlay_channel()
+            confirmation = await channel.basic_publish(
+                body,
+                exchange=self._topology.events_exchange,
+                routing_key=EVENTS_ROUTING_KEY,
+                properties=properties,
+            )
+        if not isinstance(confirmation, Basic.Ack):
+            raise ConnectionError(f"the broker did not ack the events: {confirmation!r}")
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the events still queued (within `timeout_s`), then stop the pump."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import orjson
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
@@ -23,12 +25,13 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from consumer.checks import RunCheck
 from consumer.handlers import Handler, JSONValue, TaskContext
 from consumer.reporter import Reporter
 from consumer.sync_runner import SyncRunner
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage, decode
-from shared.errors import InvalidPayload, UndecodableMessage, UnknownTask
+from shared.errors import InvalidPayload, InvalidResult, UndecodableMessage, UnknownTask
 from shared.events import TaskEvent, TaskState, make_event
 from shared.logs import log_context
 from shared.topology import Topology, declare_work_queue
@@ -71,7 +74,9 @@ class Worker:
         concurrency: int,
         prefetch: int,
         sync_runner: SyncRunner,
+        run_check: RunCheck | None = None,
         report_running_after_s: float = 0.1,
+        max_result_bytes: int = 1_048_576,
     ) -> None:
         self.worker_id = worker_id
         self.stats: Counter[str] = Counter()
@@ -84,6 +89,8 @@ class Worker:
         self._concurrency = concurrency
         self._prefetch = prefetch
         self._sync_runner = sync_runner
+        self._run_check = run_check
+        self._max_result_bytes = max_result_bytes
         self._report_running_after_s = report_running_after_s
         self._slots: list[_Slot] = []
         self._running: set[asyncio.Task[object]] = set()
@@ -187,11 +194,12 @@ class Worker:
     ) -> None:
         ctx = TaskContext(task.id, task.task, task.attempt, self.worker_id)
         redelivered = bool(message.redelivered)
-        if redelivered:
-            log.info("task %s was redelivered", task.id)
-        run = self._start_run(task, redelivered)
+        if (redelivered or task.resent) and await self._already_finished(task):
+            await _settle(message.ack(), message)
+            return
+        run = self._start_run(task, redelivered, _run_number(message))
         try:
-            result = await self._call(handler, payload, ctx)
+            result = self._checked(await self._call(handler, payload, ctx))
         except asyncio.CancelledError:
             # Shutdown outran the grace period: give the task back, don't dead-letter it.
             log.warning("task %s interrupted by shutdown; requeued", task.id)
@@ -202,8 +210,7 @@ class Worker:
             self.stats["failed"] += 1
             detail = f"{type(error).__name__}: {error}"
             log.warning("task %s failed: %s", task.id, detail)
-            error_info = {"type": type(error).__name__, "message": str(error)}
-            self._end_run(run, TaskState.FAILED, error=error_info)
+            self._end_run(run, TaskState.FAILED, error=_error_info(error))
             await self._reject(message, queue, "failed", detail, counted=False)
             return
         self._end_run(run, TaskState.SUCCEEDED, result=result)
@@ -211,7 +218,32 @@ class Worker:
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1
 
-    def _start_run(self, task: TaskMessage, redelivered: bool) -> _Run | None:
+    async def _already_finished(self, task: TaskMessage) -> bool:
+        """A redelivered or re-sent task may have run: ask the producers (rare path)."""
+        log.info("task %s was %s; checking it did not finish already", task.id, _why(task))
+        if self._run_check is None:
+            return False
+        status = await self._run_check.finished(task.id)
+        if status is None:
+            return False
+        self.stats["skipped"] += 1
+        log.info("task %s is already %s; acked without running it again", task.id, status)
+        return True
+
+    def _checked(self, result: JSONValue) -> JSONValue:
+        """`result` if the store can keep it: JSON, within CONVEYOR_MAX_RESULT_BYTES."""
+        try:
+            size = len(orjson.dumps(result))
+        except TypeError as error:
+            raise InvalidResult(f"the result is not JSON-serializable: {error}") from None
+        if size > self._max_result_bytes:
+            raise InvalidResult(
+                f"the result is {size} bytes as JSON, over "
+                f"CONVEYOR_MAX_RESULT_BYTES={self._max_result_bytes}"
+            )
+        return result
+
+    def _start_run(self, task: TaskMessage, redelivered: bool, run_number: int) -> _Run | None:
         """Track a run for its status events; None when events are off (nothing to build)."""
         if not self._reporter.events_enabled:
             return None
@@ -223,6 +255,7 @@ class Worker:
             worker=self.worker_id,
             redelivered=redelivered,
             started_at=time.time(),
+            run=run_number,
         )
         run = _Run(event, time.monotonic())
         if self._report_running_after_s <= 0:
@@ -287,3 +320,29 @@ async def _settle(action: Awaitable[None], message: AbstractIncomingMessage) -> 
         )
         return False
     return True
+
+
+def _run_number(message: AbstractIncomingMessage) -> int:
+    """Which start of its task this delivery is: quorum queues count earlier deliveries in
+    `x-delivery-count`; classic queues only say whether it was delivered before."""
+    count = (message.headers or {}).get("x-delivery-count")
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count + 1
+    return 2 if message.redelivered else 1
+
+
+def _why(task: TaskMessage) -> str:
+    return "published again by the outbox" if task.resent else "redelivered"
+
+
+TRACEBACK_CHARS = 2_000
+
+
+def _error_info(error: Exception) -> dict[str, str]:
+    """What a failed event carries: type, message and the end of the traceback."""
+    text = "".join(traceback.format_exception(error))
+    return {
+        "type": type(error).__name__,
+        "message": str(error),
+        "traceback": text[-TRACEBACK_CHARS:],
+    }

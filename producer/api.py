@@ -1,98 +1,121 @@
-"""The HTTP API: submit tasks, health and readiness. Thin: the work is in Submitter."""
+"""The HTTP API: submit tasks, read and wait on their records, health and readiness.
+
+Thin: the work is in Submitter (submissions) and TaskStore (records).
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-from datetime import datetime
-from typing import Annotated, Any
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, Request, Response, status
+from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
+from producer.http_guards import BearerAuth, BodyLimit, RequestId
+from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
+from producer.store import TaskStore
 from producer.submission import Submitter, TaskSubmission
-from shared.catalog import TaskSpec
-from shared.envelope import TaskMessage
-from shared.errors import BrokerUnavailable
+from producer.waiters import Waiters
+from shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
 
-REQUEST_ID_HEADER = "X-Request-ID"
+MAX_LIST_LIMIT = 500
+MAX_WAIT_S = 60.0
+
+TaskId = Annotated[str, Path(max_length=64, description="The task's id.")]
 
 
-class TaskAccepted(BaseModel):
-    """A task the broker confirmed."""
+class Backend(Protocol):
+    """What the API needs from the producer service (None while not connected yet)."""
 
-    id: str
-    task: str
-    queue: str
-    status: str = "queued"
-    payload: dict[str, Any]
-    attempts: int = 0
-    max_retries: int
-    timeout_s: float
-    created_at: datetime
+    @property
+    def store(self) -> TaskStore | None: ...
 
-    @classmethod
-    def of(cls, task: TaskMessage, spec: TaskSpec) -> TaskAccepted:
-        """The accepted task, with the spec's defaults where the submission set none."""
-        return cls(
-            id=task.id,
-            task=task.task,
-            queue=task.queue,
-            payload=task.payload,
-            max_retries=spec.max_retries if task.max_retries is None else task.max_retries,
-            timeout_s=spec.timeout_s if task.timeout_s is None else task.timeout_s,
-            created_at=task.created_at,
-        )
+    @property
+    def submitter(self) -> Submitter | None: ...
+
+    @property
+    def waiters(self) -> Waiters: ...
 
 
 class BatchSubmission(BaseModel):
     tasks: Annotated[list[TaskSubmission], Field(min_length=1)]
 
 
-class BatchAccepted(BaseModel):
-    items: list[TaskAccepted]
+class _Access:
+    """The backend's parts, or the error that says why one is not there yet."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def submitter(self) -> Submitter:
+        current = self.backend.submitter
+        if current is None or not current.publisher.ready:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        return current
+
+    def store(self) -> TaskStore:
+        if self.backend.store is None:
+            raise StoreUnavailable("the task store is not open yet")
+        return self.backend.store
+
+    async def record(self, task_id: str) -> TaskRecord:
+        record = await self.store().get(task_id)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
 
 
 def create_app(
-    get_submitter: Callable[[], Submitter | None], max_batch_size: int = 1000
+    backend: Backend,
+    *,
+    max_batch_size: int = 1000,
+    max_payload_bytes: int = 1_048_576,
+    api_tokens: Sequence[str] = (),
 ) -> FastAPI:
-    """The FastAPI app; `get_submitter` returns None while the broker is not connected yet."""
+    """The FastAPI app over `backend`."""
     app = FastAPI(
         title="Conveyor",
-        summary="Submit tasks to RabbitMQ work queues.",
+        summary="Submit tasks to RabbitMQ work queues and follow them to their result.",
         version="0.1.0",
         # Parse JSON bodies whatever Content-Type says: `curl -d` sends form encoding.
         strict_content_type=False,
     )
     install_error_handlers(app)
+    # The last added runs first: every response, 401 and 413 included, echoes the request id.
+    app.add_middleware(BearerAuth, tokens=api_tokens)
+    app.add_middleware(BodyLimit, max_bytes=max_payload_bytes)
+    app.add_middleware(RequestId)
+    access = _Access(backend)
+    app.include_router(_submission_routes(access, max_batch_size))
+    app.include_router(_record_routes(access))
+    app.include_router(_health_routes(backend))
+    return app
 
-    def submitter() -> Submitter:
-        current = get_submitter()
-        if current is None or not current.publisher.ready:
-            raise BrokerUnavailable("not connected to RabbitMQ")
-        return current
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        request.state.request_id = rid[:200]
-        response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = request.state.request_id
-        return response
+def _submission_routes(access: _Access, max_batch_size: int) -> APIRouter:
+    router = APIRouter(tags=["submit"])
 
-    @app.post("/tasks", status_code=status.HTTP_202_ACCEPTED, response_model=TaskAccepted)
-    async def submit_task(body: TaskSubmission, request: Request) -> TaskAccepted:
-        """Validate one task against the catalog and publish it (202 once confirmed)."""
-        current = submitter()
-        task = await current.submit(body, request.state.request_id)
-        return TaskAccepted.of(task, current.catalog.spec(task.task))
+    @router.post(
+        "/tasks",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=TaskRecord,
+        responses={200: {"description": "Known idempotency key: the original task."}},
+    )
+    async def submit_task(body: TaskSubmission, request: Request, response: Response) -> Any:
+        """Validate, record and publish one task (202 once the broker confirmed it)."""
+        [(record, created)] = await access.submitter().accept(
+            [body], request.state.request_id, field_prefix=""
+        )
+        if not created:
+            response.status_code = status.HTTP_200_OK
+        return record
 
-    @app.post("/tasks/batch", status_code=status.HTTP_202_ACCEPTED, response_model=BatchAccepted)
+    @router.post("/tasks/batch", status_code=status.HTTP_202_ACCEPTED, response_model=RecordBatch)
     async def submit_batch(body: BatchSubmission, request: Request) -> Any:
-        """Validate all tasks (all-or-nothing), then publish them with pipelined confirms."""
+        """Validate all tasks (all-or-nothing), then record and publish them."""
         if len(body.tasks) > max_batch_size:
             return error_response(
                 422,
@@ -100,28 +123,80 @@ def create_app(
                 f"tasks: at most {max_batch_size} tasks per batch, got {len(body.tasks)}",
                 [{"field": "tasks", "message": "too many tasks", "type": "too_long"}],
             )
-        current = submitter()
-        tasks = await current.submit_many(body.tasks, request.state.request_id)
-        return BatchAccepted(
-            items=[TaskAccepted.of(task, current.catalog.spec(task.task)) for task in tasks]
+        records = await access.submitter().submit_many(body.tasks, request.state.request_id)
+        return RecordBatch(items=records)
+
+    return router
+
+
+def _record_routes(access: _Access) -> APIRouter:
+    router = APIRouter(tags=["records"])
+
+    @router.get("/tasks", response_model=TaskPage)
+    async def list_tasks(
+        status: TaskStatus | None = None,
+        task: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, description=f"At most {MAX_LIST_LIMIT}.")] = 50,
+        cursor: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> TaskPage:
+        """Tasks, newest first; follow `next_cursor` for the next page."""
+        return await access.store().list(
+            status=status, task=task, limit=min(limit, MAX_LIST_LIMIT), cursor=cursor
         )
 
-    @app.get("/healthz")
+    @router.get("/tasks/{task_id}", response_model=TaskRecord)
+    async def get_task(task_id: TaskId) -> TaskRecord:
+        """One task's record."""
+        return await access.record(task_id)
+
+    @router.get("/tasks/{task_id}/wait", response_model=TaskRecord)
+    async def wait_task(
+        task_id: TaskId,
+        timeout_s: Annotated[float, Query(ge=0, description=f"At most {MAX_WAIT_S:g}.")] = 30.0,
+    ) -> TaskRecord:
+        """The record once the task is terminal, or as it is when `timeout_s` passed."""
+        record = await access.record(task_id)
+        if record.status.terminal:
+            return record
+        with access.backend.waiters.watch(task_id) as finished:
+            record = await access.record(task_id)  # it may have finished before we watched
+            if not record.status.terminal:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(finished, min(timeout_s, MAX_WAIT_S))
+                record = await access.record(task_id)
+        return record
+
+    @router.post("/tasks/{task_id}/cancel", status_code=status.HTTP_501_NOT_IMPLEMENTED)
+    async def cancel_task(task_id: TaskId) -> Any:
+        """Reserved: cancellation arrives with scheduling."""
+        await access.record(task_id)
+        return error_response(
+            501, "not_implemented", "cancelling tasks is not available in this version yet"
+        )
+
+    return router
+
+
+def _health_routes(backend: Backend) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz")
     async def healthz() -> dict[str, str]:
-        """The process is alive (does not look at the broker)."""
+        """The process is alive (looks at neither broker nor database)."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @router.get("/readyz")
     async def readyz() -> Any:
-        """Ready to take tasks: connected to RabbitMQ."""
-        current = get_submitter()
-        if current is None or not current.publisher.ready:
+        """Ready to take tasks: the store is open and RabbitMQ connected."""
+        current = backend.submitter
+        if backend.store is None or current is None or not current.publisher.ready:
+            what = "the task store" if backend.store is None else "RabbitMQ"
             return error_response(
                 503,
-                "broker_unavailable",
-                "not connected to RabbitMQ",
+                "not_ready",
+                f"not connected to {what} yet",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
         return {"status": "ready"}
 
-    return app
+    return router

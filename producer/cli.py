@@ -1,4 +1,9 @@
-"""The `conveyor` command: run the services, submit a task, run the demo."""
+"""The `conveyor` command: run the services and the demo, and use the HTTP API.
+
+`submit`, `status`, `tasks` and `wait` are clients of the producer's HTTP API
+(CONVEYOR_API_URL, CONVEYOR_API_TOKEN): they need no broker credentials, and they show the
+same records and errors as any other client of the API.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,23 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+import httpx
 import orjson
 
-from config import ProducerSettings, load_settings, redact_url
-from producer.service import open_submitter
-from producer.submission import TaskSubmission
-from shared.errors import BrokerUnavailable, ConveyorError, SubmissionError
-from shared.logs import configure_logging
+from config import ClientSettings, load_settings
+from producer import cli_render as render
+from producer.client import ConveyorClient, InvalidRequest
+from producer.records import TaskRecord, TaskStatus
+from shared.errors import ConveyorError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+# Long-polls held open at once by `conveyor wait`: enough to be quick, few enough to be polite.
+MAX_CONCURRENT_WAITS = 16
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,53 +38,194 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("producer", help="run the producer service (HTTP API)")
     commands.add_parser("consumer", help="run a consumer process")
-    submit = commands.add_parser("submit", help="publish one task and print its id")
-    submit.add_argument("task", help="task name, e.g. echo")
-    submit.add_argument("--payload", default="{}", help="the payload as a JSON object")
-    submit.add_argument("--queue", default=None, help="work queue (default: the task's own)")
+    _add_api_commands(commands)
     demo = commands.add_parser("demo", help="producer + 3 consumers + a few hundred tasks")
     demo.add_argument("--tasks", type=int, default=300, help="how many tasks (default 300)")
     demo.add_argument("--consumers", type=int, default=3, help="consumer processes (default 3)")
     return parser
 
 
-CONNECT_TIMEOUT_S = 5.0
+def _add_api_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    json_help = "print the record(s) as JSON instead of a table"
+    submit = commands.add_parser("submit", help="submit one task and print its id")
+    submit.add_argument("task", help="task name, e.g. echo")
+    submit.add_argument("--payload", default="{}", help="the payload as a JSON object")
+    submit.add_argument("--queue", help="work queue (default: the task's own)")
+    submit.add_argument("--idempotency-key", help="resubmitting with this key returns the task")
+    submit.add_argument("--max-retries", type=int, help="retries after a failed attempt")
+    submit.add_argument("--timeout-s", type=float, help="time limit of one attempt, seconds")
+    submit.add_argument("--wait", action="store_true", help="wait until it finished; show it")
+    submit.add_argument("--json", action="store_true", help=json_help)
+
+    status = commands.add_parser("status", help="show one task's record")
+    status.add_argument("task_id", metavar="ID", help="the task's id")
+    status.add_argument("--json", action="store_true", help=json_help)
+
+    tasks = commands.add_parser("tasks", help="list tasks, newest first")
+    tasks.add_argument("--status", choices=[s.value for s in TaskStatus], help="only this status")
+    tasks.add_argument("--task", help="only tasks of this name")
+    tasks.add_argument("--limit", type=int, help="most tasks on the page")
+    tasks.add_argument("--cursor", help="where the page starts (printed under the last page)")
+    tasks.add_argument("--json", action="store_true", help=json_help)
+
+    wait = commands.add_parser("wait", help="wait until tasks finished; exit 0 if all succeeded")
+    wait.add_argument("task_ids", nargs="+", metavar="ID", help="the tasks' ids")
+    wait.add_argument("--timeout-s", type=float, help="give up after this long (default: never)")
+    wait.add_argument("--json", action="store_true", help=json_help)
 
 
-async def _submit(settings: ProducerSettings, submission: TaskSubmission) -> str:
+def _exit_code(records: Sequence[TaskRecord]) -> int:
+    """0 when every task succeeded; else 1, and one line on stderr saying which did not."""
+    summary = render.unsuccessful_summary(records)
+    if summary is None:
+        return EXIT_OK
+    print(f"conveyor: {summary}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+async def _submit(client: ConveyorClient, args: argparse.Namespace) -> int:
+    record = await client.submit(
+        args.task,
+        args.payload,
+        queue=args.queue,
+        idempotency_key=args.idempotency_key,
+        max_retries=args.max_retries,
+        timeout_s=args.timeout_s,
+    )
+    if args.wait:
+        try:
+            record = await client.wait(record.id)
+        except asyncio.CancelledError:  # Ctrl-C: the task runs on; say how to find it
+            print(f"conveyor: stopped waiting; task {record.id} was submitted", file=sys.stderr)
+            raise
+    if args.json:
+        render.print_json(record.model_dump(mode="json"))
+    elif args.wait:
+        render.show_record(record)
+    else:
+        print(record.id)
+    return _exit_code([record]) if args.wait else EXIT_OK
+
+
+async def _status(client: ConveyorClient, args: argparse.Namespace) -> int:
+    record = await client.get(args.task_id)
+    if args.json:
+        render.print_json(record.model_dump(mode="json"))
+    else:
+        render.show_record(record)
+    return EXIT_OK
+
+
+async def _tasks(client: ConveyorClient, args: argparse.Namespace) -> int:
+    page = await client.list(args.status, args.task, args.limit, args.cursor)
+    if args.json:
+        render.print_json(page.model_dump(mode="json"))
+        return EXIT_OK
+    render.show_table(page.items)
+    if page.next_cursor:
+        filters = {"--status": args.status, "--task": args.task, "--limit": args.limit}
+        argv = ["tasks"]
+        for flag, value in filters.items():
+            if value is not None:
+                argv += [flag, str(value)]
+        render.show_next_page_hint(argv, page.next_cursor)
+    return EXIT_OK
+
+
+async def _wait_all(
+    client: ConveyorClient,
+    task_ids: Sequence[str],
+    timeout_s: float | None,
+    on_terminal: Callable[[], None],
+) -> list[TaskRecord]:
+    """Each task's record once terminal or past the shared deadline, in the order given."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout_s is None else loop.time() + timeout_s
+    slots = asyncio.Semaphore(MAX_CONCURRENT_WAITS)
+
+    async def wait_one(task_id: str) -> TaskRecord:
+        async with slots:
+            left_s = None if deadline is None else max(deadline - loop.time(), 0.0)
+            record = await client.wait(task_id, left_s)
+        if record.status.terminal:
+            on_terminal()
+        return record
+
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S + settings.publish_timeout_s):
-            async with open_submitter(settings) as submitter:
-                return (await submitter.submit(submission)).id
-    except TimeoutError:
-        raise BrokerUnavailable(
-            f"RabbitMQ at {redact_url(settings.amqp_url)} did not answer in time"
-        ) from None
+        async with asyncio.TaskGroup() as group:
+            waits = [group.create_task(wait_one(task_id)) for task_id in task_ids]
+    except ExceptionGroup as errors:
+        # The first error says it all (an unknown id, the API gone); the rest were cancelled.
+        raise errors.exceptions[0] from None
+    return [wait.result() for wait in waits]
 
 
-def _run_submit(args: argparse.Namespace) -> int:
+async def _wait(client: ConveyorClient, args: argparse.Namespace) -> int:
+    task_ids = list(dict.fromkeys(args.task_ids))  # each once, in the order given
+    with render.wait_progress(len(task_ids)) as advance:
+        records = await _wait_all(client, task_ids, args.timeout_s, advance)
+    if args.json:
+        render.print_json(render.records_json(records))
+    else:
+        render.show_table(records)
+    return _exit_code(records)
+
+
+Command = Callable[[ConveyorClient, argparse.Namespace], Awaitable[int]]
+API_COMMANDS: dict[str, Command] = {
+    "submit": _submit,
+    "status": _status,
+    "tasks": _tasks,
+    "wait": _wait,
+}
+
+
+def _parse_payload(args: argparse.Namespace) -> str | None:
+    """Replace args.payload (JSON text) by the object it holds; or say what is wrong."""
     try:
         payload = orjson.loads(args.payload)
     except orjson.JSONDecodeError as error:
-        print(f"conveyor: --payload is not valid JSON: {error}", file=sys.stderr)
-        return 2
-    settings = load_settings(ProducerSettings)
-    # The CLI reports one line itself; the client library's reconnect chatter is noise here.
-    configure_logging("CRITICAL", "console")
+        return f"--payload is not valid JSON: {error}"
+    if not isinstance(payload, dict):
+        return "--payload must be a JSON object, e.g. '{\"seconds\": 1}'"
+    args.payload = payload
+    return None
+
+
+async def _run_with_client(
+    args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None
+) -> int:
+    settings = load_settings(ClientSettings)
+    async with ConveyorClient.from_settings(settings, transport=transport) as client:
+        return await API_COMMANDS[args.command](client, args)
+
+
+def _run_api_command(args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None) -> int:
+    """Run one API command; errors become one line on stderr and an exit code."""
+    if args.command == "submit" and (problem := _parse_payload(args)):
+        print(f"conveyor: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
-        submission = TaskSubmission(task=args.task, payload=payload, queue=args.queue)
-        print(asyncio.run(_submit(settings, submission)))
-    except SubmissionError as error:
-        print(f"conveyor: {error.field}: {error.message}", file=sys.stderr)
-        return 2
-    except (ConveyorError, ValueError) as error:
-        print(f"conveyor: {error or type(error).__name__}", file=sys.stderr)
-        return 1
-    return 0
+        return asyncio.run(_run_with_client(args, transport))
+    except InvalidRequest as error:
+        problems = [f"{d.field}: {d.message}" if d.field else d.message for d in error.details]
+        for problem in problems or [str(error)]:
+            print(f"conveyor: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ConveyorError as error:
+        print(f"conveyor: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the `conveyor` console script."""
+def main(
+    argv: Sequence[str] | None = None, *, transport: httpx.AsyncBaseTransport | None = None
+) -> None:
+    """Entry point of the `conveyor` console script.
+
+    `transport` carries the API commands' HTTP requests (tests pass an httpx.MockTransport).
+    """
     args = _parser().parse_args(argv)
     if args.command == "producer":
         from producer.main import main as run_producer
@@ -81,8 +235,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The consumer is its own program (producer and consumer never import each other);
         # exec keeps one process, so signals reach it directly.
         os.execv(sys.executable, [sys.executable, "-m", "consumer"])
-    elif args.command == "submit":
-        raise SystemExit(_run_submit(args))
+    elif args.command in API_COMMANDS:
+        raise SystemExit(_run_api_command(args, transport))
     elif args.command == "demo":
         from producer.demo import run_demo
 

@@ -13,9 +13,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from shared.errors import BrokerUnavailable, InvalidPayload, PublishFailed, SubmissionError
+from config import redact_text
+from shared.errors import (
+    BrokerUnavailable,
+    InvalidPayload,
+    PublishFailed,
+    StoreUnavailable,
+    SubmissionError,
+    TaskNotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +44,7 @@ def error_response(
 
 def _field(loc: tuple[int | str, ...]) -> str:
     parts = [str(part) for part in loc]
-    return ".".join(parts[1:] if parts and parts[0] == "body" else parts)
+    return ".".join(parts[1:] if parts and parts[0] in ("body", "query", "path") else parts)
 
 
 async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
@@ -89,6 +98,21 @@ async def _publish_failed(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _task_not_found(request: Request, error: Exception) -> JSONResponse:
+    return error_response(404, "not_found", str(error))
+
+
+async def _store_unavailable(request: Request, error: Exception) -> JSONResponse:
+    # Database errors can quote their connection URL: never echo them, log them redacted.
+    log.warning("task store error: %s", redact_text(str(error))[:500])
+    return error_response(
+        503,
+        "store_unavailable",
+        "the task store is not reachable right now; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def _http_error(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
@@ -101,4 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SubmissionError, _submission_invalid)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(PublishFailed, _publish_failed)
+    app.add_exception_handler(TaskNotFound, _task_not_found)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(HTTPException, _http_error)

@@ -23,7 +23,12 @@ log = logging.getLogger("producer")
 def build_app(settings: ProducerSettings) -> FastAPI:
     """The HTTP app with the producer service started and stopped by its lifespan."""
     service = ProducerService(settings)
-    app = create_app(lambda: service.submitter, max_batch_size=settings.max_batch_size)
+    app = create_app(
+        service,
+        max_batch_size=settings.max_batch_size,
+        max_payload_bytes=settings.max_payload_bytes,
+        api_tokens=settings.api_token_list(),
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -1,17 +1,23 @@
-"""The producer's broker side: connect (in the background), declare topology, publish."""
+"""The producer's moving parts, wired: task store, broker connections, recorder, upkeep."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 from aio_pika.abc import AbstractRobustConnection
 
-from config import ProducerSettings
+from config import ProducerSettings, redact_text, redact_url
+from producer.checks import RunChecks
+from producer.maintenance import Maintenance
 from producer.publisher import Publisher
+from producer.recorder import Recorder
+from producer.store import TaskStore
 from producer.submission import Submitter
+from producer.waiters import FinishedNotices, Waiters
 from shared.builtin_tasks import builtin_catalog
 from shared.catalog import Catalog
 from shared.connection import connect
@@ -19,20 +25,27 @@ from shared.topology import Topology, declare_topology
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class ProducerService:
-    """Holds the publishing connection; `submitter` is None until the broker answered once."""
+    """The producer's moving parts. `store` is None until the database is open, `submitter`
+    until the broker answered too; the HTTP API answers 503 for what needs either."""
 
     def __init__(self, settings: ProducerSettings, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.catalog = catalog or builtin_catalog(settings.test_tasks)
         self.topology = Topology(settings.namespace, settings.queue_type)
+        self.waiters = Waiters()
+        self.store: TaskStore | None = None
         self.submitter: Submitter | None = None
-        self._connection: AbstractRobustConnection | None = None
+        self.recorder: Recorder | None = None
+        self._connections: list[AbstractRobustConnection] = []
+        self._parts: list[Recorder | FinishedNotices | Maintenance] = []
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start connecting in the background; the HTTP API answers 503 until it is done."""
+        """Open the store and connect in the background; the API answers 503 until done."""
         self._connecting = asyncio.create_task(self._connect(), name="conveyor-producer-connect")
 
     async def wait_ready(self) -> Submitter:
@@ -45,50 +58,91 @@ class ProducerService:
         return self.submitter
 
     async def _connect(self) -> None:
-        """Connect and set up; an error past connecting (e.g. a queue declared with other
-        arguments) is logged and retried, so it never leaves the API silently answering 503."""
+        self.store = await self._retrying("opening the task store", self._open_store)
+        await self._retrying("producer set-up", self._set_up)
+
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
+        """Run `step` until it succeeds. An error (broker or database unreachable, a queue
+        declared with other arguments...) is logged and retried, never left silent."""
         delay_s = self.settings.reconnect_interval_s
         while True:
             try:
-                await self._set_up()
-                return
+                return await step()
             except Exception as error:
-                log.error("producer set-up failed, retrying in %.0fs: %r", delay_s, error)
-                if self._connection is not None:
-                    await self._connection.close()
-                    self._connection = None
+                log.error("%s failed, retrying in %.0fs: %s", what, delay_s, _describe(error))
+                await self._close_connections()
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 30.0)
 
-    async def _set_up(self) -> None:
+    async def _open_store(self) -> TaskStore:
         settings = self.settings
-        self._connection = await connect(settings, "conveyor producer")
-        channel = await self._connection.channel()
+        store = await TaskStore.open(
+            settings.database_url.get_secret_value(), settings.max_result_bytes
+        )
+        log.info("task store: %s", redact_url(settings.database_url))
+        return store
+
+    async def _set_up(self) -> None:
+        settings, store = self.settings, self.store
+        assert store is not None
+        # Publishing and consuming on separate connections: an alarm blocks only publishers.
+        publishing = await connect(settings, "conveyor producer (publish)")
+        self._connections.append(publishing)
+        consuming = await connect(settings, "conveyor producer (consume)")
+        self._connections.append(consuming)
+        channel = await consuming.channel()
         await declare_topology(
             channel, self.topology, sorted(set(settings.queues) | self.catalog.queues)
         )
         await channel.close()
         publisher = Publisher(
-            self._connection,
+            publishing,
             self.topology,
             confirm_timeout_s=settings.publish_timeout_s,
             confirm_window=settings.confirm_window,
         )
         await publisher.start()
-        self.submitter = Submitter(self.catalog, publisher, settings.queues)
+        notices = FinishedNotices(consuming, self.topology, store, self.waiters)
+        await notices.start()
+        self.recorder = Recorder(consuming, self.topology, store, notices.announce)
+        await self.recorder.start()
+        await RunChecks(consuming, self.topology, store).start()
+        maintenance = Maintenance(
+            store,
+            publisher,
+            resend_after_s=settings.outbox_resend_after_s,
+            result_ttl_s=settings.result_ttl_s,
+        )
+        maintenance.start()
+        self._parts = [notices, self.recorder, maintenance]
+        self.submitter = Submitter(self.catalog, publisher, settings.queues, store)
+
+    async def _close_connections(self) -> None:
+        for part in self._parts:
+            await part.stop()
+        self._parts = []
+        for connection in self._connections:
+            await connection.close()
+        self._connections = []
 
     async def stop(self) -> None:
-        """Stop connecting, close the connection."""
+        """Stop connecting, stop the background work, close connections and the store."""
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             await asyncio.gather(self._connecting, return_exceptions=True)
-        if self._connection is not None:
-            await self._connection.close()
+        await self._close_connections()
+        if self.store is not None:
+            await self.store.close()
+
+
+def _describe(error: Exception) -> str:
+    """An error for the log without secrets: database errors can echo their URL."""
+    return redact_text(repr(error))
 
 
 @asynccontextmanager
 async def open_submitter(settings: ProducerSettings) -> AsyncIterator[Submitter]:
-    """Publish tasks from Python without the HTTP API:
+    """Submit tasks from Python without the HTTP API (records included):
 
     async with open_submitter(ProducerSettings()) as submitter:
         await submitter.submit(TaskSubmission(task="echo", payload={"hi": 1}))

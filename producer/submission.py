@@ -1,21 +1,30 @@
-"""Turning task submissions into validated TaskMessages and publishing them.
+"""Turning task submissions into records and published messages (a transactional outbox).
 
 This is the in-process Python API of the producer: the HTTP API is a thin layer over it, and
-Python services that want to publish without HTTP use Submitter directly.
+Python code running beside the producer's store can use Submitter directly. Each submission
+is recorded (queued, unpublished), then published with confirms, then marked published; a
+publish that fails removes its record again, and a producer that dies in between leaves the
+record to the outbox sweeper (producer/maintenance.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from producer.publisher import TaskPublisher
+from producer.records import TaskRecord
+from producer.store import NewTask, TaskStore
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage
 from shared.errors import SubmissionError
 from shared.ids import new_task_id
+
+log = logging.getLogger(__name__)
 
 
 class TaskSubmission(BaseModel):
@@ -28,15 +37,28 @@ class TaskSubmission(BaseModel):
     queue: str | None = Field(default=None, description="Work queue; default: the task's own.")
     max_retries: int | None = Field(default=None, ge=0, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Submitting the same key again returns the original task, not a new one.",
+    )
 
 
 class Submitter:
-    """Validates submissions against the catalog and publishes them with confirms."""
+    """Validates submissions against the catalog, records them and publishes them."""
 
-    def __init__(self, catalog: Catalog, publisher: TaskPublisher, queues: Collection[str]) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        publisher: TaskPublisher,
+        queues: Collection[str],
+        store: TaskStore,
+    ) -> None:
         self.catalog = catalog
         self.publisher = publisher
         self.queues = frozenset(queues) | catalog.queues
+        self.store = store
 
     def prepare(
         self, submission: TaskSubmission, request_id: str | None = None, field_prefix: str = ""
@@ -64,21 +86,57 @@ class Submitter:
             request_id=request_id,
         )
 
-    async def submit(
-        self, submission: TaskSubmission, request_id: str | None = None
-    ) -> TaskMessage:
-        """Validate and publish one task; returns it once the broker confirmed it."""
-        task = self.prepare(submission, request_id)
-        await self.publisher.publish(task)
-        return task
+    def _entry(self, submission: TaskSubmission, task: TaskMessage) -> NewTask:
+        spec = self.catalog.spec(task.task)
+        return NewTask(
+            task,
+            max_retries=spec.max_retries if task.max_retries is None else task.max_retries,
+            timeout_s=spec.timeout_s if task.timeout_s is None else task.timeout_s,
+            idempotency_key=submission.idempotency_key,
+        )
+
+    async def submit(self, submission: TaskSubmission, request_id: str | None = None) -> TaskRecord:
+        """Validate, record and publish one task; its record once the broker confirmed it
+        (the original task's record for an idempotency key seen before)."""
+        [(record, _)] = await self.accept([submission], request_id, field_prefix="")
+        return record
 
     async def submit_many(
         self, submissions: Sequence[TaskSubmission], request_id: str | None = None
-    ) -> list[TaskMessage]:
-        """Validate all (all-or-nothing), then publish all with pipelined confirms."""
-        tasks = [
-            self.prepare(item, request_id, field_prefix=f"tasks.{index}.")
+    ) -> list[TaskRecord]:
+        """Validate all (all-or-nothing), record and publish them; records in order."""
+        return [record for record, _ in await self.accept(submissions, request_id)]
+
+    async def accept(
+        self,
+        submissions: Sequence[TaskSubmission],
+        request_id: str | None = None,
+        field_prefix: str = "tasks.{}.",
+    ) -> list[tuple[TaskRecord, bool]]:
+        """Validate all (all-or-nothing), record them, publish the new ones with pipelined
+        confirms; (record, created) in the order submitted, created=False for a known
+        idempotency key. Errors name fields with `field_prefix` (formatted with the index)."""
+        entries = [
+            self._entry(item, self.prepare(item, request_id, field_prefix.format(index)))
             for index, item in enumerate(submissions)
         ]
-        await self.publisher.publish_many(tasks)
-        return tasks
+        outcome = await self.store.add(entries)
+        fresh = [
+            entry.message for entry, (_, created) in zip(entries, outcome, strict=True) if created
+        ]
+        if fresh:
+            try:
+                await self.publisher.publish_many(fresh)
+            except BaseException:
+                # Not accepted, so not recorded; shielded so a cancelled request still cleans up.
+                await asyncio.shield(self._discard([task.id for task in fresh]))
+                raise
+            await self.store.mark_published([task.id for task in fresh])
+        return outcome
+
+    async def _discard(self, ids: list[str]) -> None:
+        try:
+            await self.store.discard(ids)
+        except Exception as error:
+            # Left in the outbox: the sweeper publishes them later (at least once).
+            log.warning("could not remove %d unpublished record(s): %r", len(ids), error)

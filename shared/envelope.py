@@ -7,7 +7,7 @@ is the payload as JSON (orjson).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -26,6 +26,7 @@ HEADER_VERSION = "x-conveyor-version"
 HEADER_MAX_RETRIES = "x-conveyor-max-retries"
 HEADER_TIMEOUT_S = "x-conveyor-timeout-s"
 HEADER_REQUEST_ID = "x-request-id"
+HEADER_RESENT = "x-conveyor-resent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,12 @@ class TaskMessage:
     timeout_s: float | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     request_id: str | None = None
+    # Published again by the outbox sweeper: it may have run already, so check first.
+    resent: bool = False
+
+    def resend(self) -> TaskMessage:
+        """This task, flagged for publishing a second time."""
+        return replace(self, resent=True)
 
 
 def dumps(value: Any) -> bytes:
@@ -68,6 +75,8 @@ def encode(task: TaskMessage) -> Message:
         headers[HEADER_TIMEOUT_S] = task.timeout_s
     if task.request_id:
         headers[HEADER_REQUEST_ID] = task.request_id
+    if task.resent:
+        headers[HEADER_RESENT] = True
     return Message(
         body=orjson.dumps(task.payload),
         content_type=CONTENT_TYPE,
@@ -114,6 +123,7 @@ def decode(message: AbstractMessage, queue: str) -> TaskMessage:
         timeout_s=_float_header(headers, HEADER_TIMEOUT_S, None),
         created_at=timestamp.replace(tzinfo=UTC) if timestamp else datetime.now(UTC),
         request_id=request_id if isinstance(request_id, str) else None,
+        resent=headers.get(HEADER_RESENT) is True,
     )
 
 

@@ -65,3 +65,19 @@ class TaskFailed(ConveyorError):
 
 class NotConfigured(ConveyorError):
     """A task needs a setting that is missing (e.g. send_email without CONVEYOR_SMTP_URL)."""
+
+
+class StoreUnavailable(ConveyorError):
+    """The task database cannot be reached right now; try again later."""
+
+
+class TaskNotFound(ConveyorError):
+    """No task has that id (never submitted, or purged after its retention time)."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"no task with id {task_id!r}")
+        self.task_id = task_id
+
+
+class InvalidResult(ConveyorError):
+    """A handler returned something the store cannot keep: not JSON, or too large."""

@@ -19,7 +19,7 @@ from shared.errors import UndecodableMessage
 
 
 class TaskState(StrEnum):
-    """States a consumer reports; the store (later) orders them by (attempt, state)."""
+    """States a consumer reports; the store orders them by (run, state)."""
 
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -39,7 +39,10 @@ class TaskEvent:
     redelivered: bool = False  # the broker redelivered this message (e.g. a consumer died)
     started_at: float | None = None  # when the handler started (on every event of a run)
     result: Any = None
-    error: dict[str, str] | None = None
+    error: dict[str, str] | None = None  # type, message and a short traceback
+    # Which start of the task this is (1 = first): redeliveries after a crash count, so the
+    # store can order events of one attempt and count `attempts` as starts.
+    run: int = 1
 
 
 def make_event(
@@ -53,10 +56,21 @@ def make_event(
     started_at: float | None = None,
     result: Any = None,
     error: dict[str, str] | None = None,
+    run: int = 1,
 ) -> TaskEvent:
     """An event stamped with the current time."""
     return TaskEvent(
-        task_id, task, state, attempt, worker, time.time(), redelivered, started_at, result, error
+        task_id,
+        task,
+        state,
+        attempt,
+        worker,
+        time.time(),
+        redelivered,
+        started_at,
+        result,
+        error,
+        run,
     )
 
 

@@ -2,7 +2,10 @@
 
     {ns}.tasks   direct exchange; routing key = queue name -> work queue {ns}.{queue}
     {ns}.dlx     fanout exchange -> {ns}.dead (every work queue dead-letters here)
-    {ns}.events  topic exchange for task status events (routing key task.<state>)
+    {ns}.events  topic exchange for task status events (routing key task.events)
+                 -> {ns}.recorder, the durable queue producer replicas apply to the store
+    {ns}.finished  fanout exchange: ids of tasks the store saw finish (wakes waiting clients)
+    {ns}.checks  queue of consumers' "may I run this redelivered task?" requests
 
 Queue arguments are part of the contract: RabbitMQ refuses (PRECONDITION_FAILED) a queue
 re-declared with other arguments, so change them deliberately.
@@ -19,8 +22,10 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 from pamqp.common import FieldTable
 
 from config.broker import RESERVED_QUEUE_NAMES
+from shared.events import EVENTS_ROUTING_KEY
 
 QueueType = Literal["quorum", "classic"]
+CHECK_TTL_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,18 @@ class Topology:
     @property
     def events_exchange(self) -> str:
         return f"{self.namespace}.events"
+
+    @property
+    def recorder_queue(self) -> str:
+        return f"{self.namespace}.recorder"
+
+    @property
+    def finished_exchange(self) -> str:
+        return f"{self.namespace}.finished"
+
+    @property
+    def checks_queue(self) -> str:
+        return f"{self.namespace}.checks"
 
     def work_queue(self, queue: str) -> str:
         """The broker name of work queue `queue`: `{namespace}.{queue}`."""
@@ -85,5 +102,13 @@ async def declare_topology(
         arguments={"x-queue-type": topology.queue_type},
     )
     await dead.bind(dlx)
+    # Declared by consumers too: events sent before any producer started must wait here.
+    recorder = await channel.declare_queue(
+        topology.recorder_queue, durable=True, arguments={"x-queue-type": topology.queue_type}
+    )
+    await recorder.bind(topology.events_exchange, routing_key=EVENTS_ROUTING_KEY)
+    await channel.declare_exchange(topology.finished_exchange, ExchangeType.FANOUT)
+    # Checks are answered within seconds or not at all: nothing to keep across a restart.
+    await channel.declare_queue(topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS})
     for queue in queues:
         await declare_work_queue(channel, topology, queue)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -97,9 +99,42 @@ async def events(broker: AbstractRobustConnection, topology: Topology) -> AsyncI
     await channel.close()
 
 
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
 @pytest.fixture
-def producer_settings(amqp_url: str, namespace: str) -> ProducerSettings:
-    return ProducerSettings(amqp_url=amqp_url, namespace=namespace, test_tasks=True)
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database of this test's own, dropped after it."""
+    admin_url = os.environ.get("CONVEYOR_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
+    name = f"conveyor_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = await asyncpg.connect(admin_url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as error:
+        pytest.fail(f"PostgreSQL is not reachable for the store tests: {error!r}")
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tasks.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The task store's URL: each test using it runs on SQLite and on PostgreSQL."""
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def producer_settings(amqp_url: str, namespace: str, sqlite_url: str) -> ProducerSettings:
+    return ProducerSettings(
+        amqp_url=amqp_url, namespace=namespace, test_tasks=True, database_url=sqlite_url
+    )
 
 
 @pytest.fixture

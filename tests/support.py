@@ -174,9 +174,16 @@ async def delete_namespace(
 ) -> None:
     """Delete every queue and exchange of `topology` (a test's cleanup)."""
     channel = await connection.channel()
-    for name in [topology.work_queue(q) for q in queues] + [topology.dead_letter_queue]:
+    names = [topology.work_queue(q) for q in queues]
+    names += [topology.dead_letter_queue, topology.recorder_queue, topology.checks_queue]
+    for name in names:
         await channel.queue_delete(name)
-    for name in (topology.tasks_exchange, topology.dead_letter_exchange, topology.events_exchange):
+    for name in (
+        topology.tasks_exchange,
+        topology.dead_letter_exchange,
+        topology.events_exchange,
+        topology.finished_exchange,
+    ):
         await channel.exchange_delete(name)
     await channel.close()
 
@@ -285,6 +292,8 @@ def service_spawner(
     started: list[ServiceProcess] = []
 
     def start(module: str = "consumer", **settings: Any) -> ServiceProcess:
+        # Each test's producers share a store of their own unless told otherwise.
+        settings.setdefault("database_url", f"sqlite:///{log_dir / 'tasks.db'}")
         process = ServiceProcess(module, consumer_env(amqp_url, namespace, **settings), log_dir)
         started.append(process)
         return process

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aio_pika
 import httpx
@@ -58,14 +59,18 @@ async def work_queue_depth(node: RabbitNode, namespace: str) -> int:
         await connection.close()
 
 
-async def submit_echoes(node: RabbitNode, namespace: str, count: int, label: str) -> set[str]:
-    """Publish `count` echo tasks through the Python API (confirmed); their ids."""
-    settings = ProducerSettings(amqp_url=node.url, namespace=namespace)
+async def submit_echoes(
+    node: RabbitNode, namespace: str, count: int, label: str, store_dir: Path
+) -> set[str]:
+    """Publish `count` echo tasks through the Python API (recorded, confirmed); their ids."""
+    settings = ProducerSettings(
+        amqp_url=node.url, namespace=namespace, database_url=f"sqlite:///{store_dir / 'tasks.db'}"
+    )
     async with open_submitter(settings) as submitter:
-        tasks = await submitter.submit_many(
+        records = await submitter.submit_many(
             [TaskSubmission(task="echo", payload={label: n}) for n in range(count)]
         )
-    return {task.id for task in tasks}
+    return {record.id for record in records}
 
 
 def assert_each_succeeded_once(events: EventLog, ids: set[str]) -> None:
@@ -82,8 +87,9 @@ async def test_100_confirmed_tasks_survive_a_broker_restart_and_each_succeeds_on
     chaos_namespace: str,
     start_service: Callable[..., ServiceProcess],
     node_connections: list[AbstractConnection],
+    tmp_path: Path,
 ) -> None:
-    ids = await submit_echoes(running_node, chaos_namespace, 100, "n")
+    ids = await submit_echoes(running_node, chaos_namespace, 100, "n", tmp_path)
     assert len(ids) == 100
     assert await work_queue_depth(running_node, chaos_namespace) == 100
 
@@ -172,18 +178,19 @@ async def test_consumer_keeps_consuming_after_the_broker_drops_it(
     chaos_namespace: str,
     start_service: Callable[..., ServiceProcess],
     node_connections: list[AbstractConnection],
+    tmp_path: Path,
 ) -> None:
     consumer = start_service("consumer")
     await consumer.wait_log("consuming")
     before = await open_event_log(running_node, chaos_namespace, node_connections)
-    first = await submit_echoes(running_node, chaos_namespace, 20, "before")
+    first = await submit_echoes(running_node, chaos_namespace, 20, "before", tmp_path)
     await before.wait_finished(first, timeout_s=30)
     assert_each_succeeded_once(before, first)
 
     await asyncio.to_thread(disrupt, running_node)
 
     after = await open_event_log(running_node, chaos_namespace, node_connections)
-    second = await submit_echoes(running_node, chaos_namespace, 20, "after")
+    second = await submit_echoes(running_node, chaos_namespace, 20, "after", tmp_path)
     await after.wait_finished(second, timeout_s=60)
 
     assert_each_succeeded_once(after, second)

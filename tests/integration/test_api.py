@@ -1,4 +1,4 @@
-"""The producer's HTTP API and the `conveyor submit` CLI, run as real processes."""
+"""The producer's HTTP API and the `conveyor` CLI over it, run as real processes."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -159,11 +161,13 @@ def conveyor_command() -> str:
     return str(script)
 
 
-async def run_cli(amqp_url: str, namespace: str, cwd: Path, *args: str) -> tuple[int, str, str]:
+async def run_cli(
+    amqp_url: str, namespace: str, cwd: Path, *args: str, **settings: str
+) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         conveyor_command(),
         *args,
-        env={**os.environ, **consumer_env(amqp_url, namespace)},
+        env={**os.environ, **consumer_env(amqp_url, namespace, **settings)},
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -173,24 +177,31 @@ async def run_cli(amqp_url: str, namespace: str, cwd: Path, *args: str) -> tuple
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_cli_submit_prints_a_task_id_that_completes(
+async def test_cli_submits_waits_and_reads_records_through_the_api(
     amqp_url: str,
     namespace: str,
-    events: EventLog,
+    api: httpx.AsyncClient,
     spawn: Callable[..., ServiceProcess],
     tmp_path: Path,
 ) -> None:
     spawn("consumer")
-    code, out, err = await run_cli(
-        amqp_url, namespace, tmp_path, "submit", "echo", "--payload", '{"a":1}'
-    )
-
+    cli = partial(run_cli, amqp_url, namespace, tmp_path, api_url=str(api.base_url))
+    code, out, err = await cli("submit", "echo", "--payload", '{"a":1}', "--wait", "--json")
     assert code == 0, err
-    task_id = out.strip()
-    assert len(out.splitlines()) == 1 and task_id
-    await events.wait_finished({task_id}, timeout_s=20)
-    [done] = events.of_state(TaskState.SUCCEEDED)
-    assert (done.task_id, done.result) == (task_id, {"a": 1})
+    record = orjson.loads(out)
+    assert (record["status"], record["result"]) == ("succeeded", {"a": 1})
+
+    code, out, err = await cli("submit", "fail", "--payload", '{"message":"no"}')
+    assert code == 0, err
+    failing = out.strip()
+    code, out, err = await cli("wait", record["id"], failing, "--json")
+    assert code == 1 and "did not succeed" in err
+    assert [r["status"] for r in orjson.loads(out)] == ["succeeded", "failed"]
+
+    code, out, _ = await cli("status", failing)
+    assert code == 0 and "failed" in out and "no" in out
+    code, out, _ = await cli("tasks", "--status", "succeeded", "--json")
+    assert code == 0 and [r["id"] for r in orjson.loads(out)["items"]] == [record["id"]]
 
 
 async def test_cli_submit_with_bad_payload_json_exits_2_with_one_line(
@@ -211,7 +222,13 @@ async def test_producer_without_a_reachable_broker_is_alive_but_answers_503(
 ) -> None:
     port = free_port()
     closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
-    env = consumer_env(closed, unique_namespace("nobroker"), http_port=port, http_host="127.0.0.1")
+    env = consumer_env(
+        closed,
+        unique_namespace("nobroker"),
+        http_port=port,
+        http_host="127.0.0.1",
+        database_url=f"sqlite:///{tmp_path / 'tasks.db'}",
+    )
     producer = ServiceProcess("producer", env, tmp_path)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

@@ -138,7 +138,10 @@ async def test_failing_handler_reports_failed_event_and_dead_letters_with_reason
 
     failed = events.of_state(TaskState.FAILED)
     assert len(failed) == 1 and failed[0].task_id == task.id
-    assert failed[0].error == {"type": "TaskFailed", "message": "boom on purpose"}
+    error = failed[0].error
+    assert error is not None
+    assert (error["type"], error["message"]) == ("TaskFailed", "boom on purpose")
+    assert error["traceback"].startswith("Traceback") and "TaskFailed" in error["traceback"]
     assert events.of_state(TaskState.SUCCEEDED) == []
     assert failed[0].started_at is not None and failed[0].started_at <= failed[0].at
     dead = await dead_letters(broker, topology, 1)

@@ -1,18 +1,25 @@
-"""The HTTP API against a stand-in publisher (no broker): status codes and error bodies."""
+"""The HTTP API against a stand-in publisher (no broker) and a real SQLite store."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from producer.api import create_app
+from producer.store import TaskStore
 from producer.submission import Submitter
+from producer.waiters import Waiters
 from shared.builtin_tasks import builtin_catalog
 from shared.envelope import TaskMessage
 from shared.errors import BrokerUnavailable, PublishFailed
+from shared.events import TaskState, make_event
 
 
 class FakePublisher:
@@ -38,12 +45,33 @@ def publisher() -> FakePublisher:
     return FakePublisher()
 
 
+@dataclass
+class Backend:
+    store: TaskStore | None = None
+    submitter: Submitter | None = None
+    waiters: Waiters = field(default_factory=Waiters)
+
+
 @pytest.fixture
-async def client(publisher: FakePublisher) -> AsyncIterator[httpx.AsyncClient]:
-    submitter = Submitter(builtin_catalog(), publisher, ["default"])
-    app = create_app(lambda: submitter, max_batch_size=5)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
+    opened = await TaskStore.open(f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def backend(publisher: FakePublisher, store: TaskStore) -> Backend:
+    return Backend(store, Submitter(builtin_catalog(), publisher, ["default"], store))
+
+
+def _client(backend: Backend, **options: Any) -> httpx.AsyncClient:
+    app = create_app(backend, max_batch_size=5, **options)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api")
+
+
+@pytest.fixture
+async def client(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(backend) as http:
         yield http
 
 
@@ -147,10 +175,9 @@ async def test_broker_trouble_is_503_with_retry_after(
 
 
 async def test_not_yet_connected_is_503_and_not_ready() -> None:
-    app = create_app(lambda: None)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+    async with _client(Backend()) as http:
         assert (await http.post("/tasks", json={"task": "echo"})).status_code == 503
+        assert (await http.get("/tasks/x")).json()["error"] == "store_unavailable"
         assert (await http.get("/readyz")).status_code == 503
         assert (await http.get("/healthz")).status_code == 200
 
@@ -169,3 +196,142 @@ async def test_accepted_task_shows_spec_defaults_and_overrides(
     custom = await client.post("/tasks", json={"task": "echo", "max_retries": 0, "timeout_s": 9})
     assert (custom.json()["max_retries"], custom.json()["timeout_s"]) == (0, 9.0)
     assert (publisher.published[1].max_retries, publisher.published[1].timeout_s) == (0, 9.0)
+
+
+async def test_submitted_task_has_a_queued_record_until_events_move_it(
+    client: httpx.AsyncClient, store: TaskStore
+) -> None:
+    created = (await client.post("/tasks", json={"task": "echo", "payload": {"a": 1}})).json()
+    record = (await client.get(f"/tasks/{created['id']}")).json()
+    assert record == created
+    assert (record["status"], record["attempts"], record["worker"]) == ("queued", 0, None)
+    assert record["created_at"].endswith("Z")
+    await store.apply(
+        [make_event(created["id"], "echo", TaskState.SUCCEEDED, 1, "w1", result={"a": 1})]
+    )
+    done = (await client.get(f"/tasks/{created['id']}")).json()
+    assert (done["status"], done["result"], done["attempts"], done["worker"]) == (
+        "succeeded",
+        {"a": 1},
+        1,
+        "w1",
+    )
+    assert done["finished_at"] is not None
+
+
+async def test_same_idempotency_key_returns_the_original_with_200(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    body = {"task": "echo", "idempotency_key": "order-7"}
+    first = await client.post("/tasks", json=body)
+    again = await client.post("/tasks", json={**body, "payload": {"other": True}})
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == first.json()
+    assert len(publisher.published) == 1
+
+
+async def test_fifty_concurrent_duplicates_make_one_task(
+    client: httpx.AsyncClient, publisher: FakePublisher
+) -> None:
+    body = {"task": "echo", "idempotency_key": "race"}
+    replies = await asyncio.gather(*(client.post("/tasks", json=body) for _ in range(50)))
+    assert sorted(r.status_code for r in replies) == [200] * 49 + [202]
+    assert len({r.json()["id"] for r in replies}) == 1
+    assert len(publisher.published) == 1
+
+
+async def test_failed_publish_leaves_no_record(
+    client: httpx.AsyncClient, publisher: FakePublisher, store: TaskStore
+) -> None:
+    publisher.failure = PublishFailed("t", "nacked by the broker")
+    assert (await client.post("/tasks", json={"task": "echo"})).status_code == 503
+    assert (await store.list()).items == []
+
+
+async def test_unknown_id_is_404_on_every_task_route(client: httpx.AsyncClient) -> None:
+    for reply in (
+        await client.get("/tasks/nope"),
+        await client.get("/tasks/nope/wait?timeout_s=0"),
+        await client.post("/tasks/nope/cancel"),
+    ):
+        assert reply.status_code == 404
+        assert reply.json() == {
+            "error": "not_found",
+            "message": "no task with id 'nope'",
+            "details": [],
+        }
+
+
+async def test_list_is_newest_first_with_cursor_pages_and_filters(
+    client: httpx.AsyncClient, store: TaskStore
+) -> None:
+    tasks = [{"task": "echo", "payload": {"n": n}} for n in range(5)]
+    ids = [
+        i["id"] for i in (await client.post("/tasks/batch", json={"tasks": tasks})).json()["items"]
+    ]
+    await client.post("/tasks", json={"task": "sleep", "payload": {"seconds": 1}})
+    await store.apply(
+        [make_event(ids[0], "echo", TaskState.FAILED, 1, "w", error={"type": "E", "message": "m"})]
+    )
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"task": "echo", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/tasks", params=params)).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    failed = (await client.get("/tasks", params={"status": "failed"})).json()
+    assert [item["id"] for item in failed["items"]] == [ids[0]]
+    assert failed["items"][0]["error"] == {"type": "E", "message": "m", "traceback": None}
+    bad = await client.get("/tasks", params={"status": "lost"})
+    assert bad.status_code == 422 and _fields(bad) == ["status"]
+
+
+async def test_wait_returns_when_the_task_finishes_or_at_the_timeout(
+    client: httpx.AsyncClient, backend: Backend, store: TaskStore
+) -> None:
+    task_id = (await client.post("/tasks", json={"task": "echo"})).json()["id"]
+    started = time.monotonic()
+    timed_out = (await client.get(f"/tasks/{task_id}/wait", params={"timeout_s": 0.2})).json()
+    assert timed_out["status"] == "queued" and time.monotonic() - started >= 0.2
+    waiting = asyncio.create_task(client.get(f"/tasks/{task_id}/wait", params={"timeout_s": 30}))
+    await asyncio.sleep(0.05)
+    finished = await store.apply([make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w")])
+    backend.waiters.notify(finished)
+    reply = await asyncio.wait_for(waiting, 5)
+    assert reply.json()["status"] == "succeeded"
+
+
+async def test_body_over_the_limit_is_413(backend: Backend) -> None:
+    async with _client(backend, max_payload_bytes=2048) as http:
+        reply = await http.post("/tasks", json={"task": "echo", "payload": {"x": "y" * 3000}})
+        assert reply.status_code == 413
+        assert reply.json()["error"] == "payload_too_large"
+        assert "X-Request-ID" in reply.headers
+        assert (await http.post("/tasks", json={"task": "echo"})).status_code == 202
+
+
+async def test_tokens_guard_every_endpoint_but_health(backend: Backend) -> None:
+    async with _client(backend, api_tokens=["s3cret", "other"]) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+            reply = await http.post("/tasks", json={"task": "echo"}, headers=headers)
+            assert reply.status_code == 401 and reply.json()["error"] == "unauthorized"
+            assert "s3cret" not in reply.text
+            assert (await http.get("/tasks", headers=headers)).status_code == 401
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        ok = await http.post(
+            "/tasks", json={"task": "echo"}, headers={"Authorization": "Bearer other"}
+        )
+        assert ok.status_code == 202
+
+
+async def test_cancel_is_reserved_with_501(client: httpx.AsyncClient) -> None:
+    task_id = (await client.post("/tasks", json={"task": "echo"})).json()["id"]
+    reply = await client.post(f"/tasks/{task_id}/cancel")
+    assert reply.status_code == 501 and reply.json()["error"] == "not_implemented"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from config import ConsumerSettings, ProducerSettings
+from config import ClientSettings, ConsumerSettings, ProducerSettings
 from tests.support import REPO
 
 ROW = re.compile(r"^\| `(CONVEYOR_[A-Z_]+)` \| [a-z]+ \| `?([^|`]*)`? \|", re.MULTILINE)
@@ -23,6 +23,10 @@ def _shown(value: Any) -> str:
 
 def test_settings_table_lists_every_setting_with_its_default() -> None:
     documented = dict(ROW.findall((REPO / "README.md").read_text()))
-    fields = {**ConsumerSettings.model_fields, **ProducerSettings.model_fields}
+    fields = {
+        **ConsumerSettings.model_fields,
+        **ProducerSettings.model_fields,
+        **ClientSettings.model_fields,
+    }
     actual = {f"CONVEYOR_{name.upper()}": _shown(f.default) for name, f in fields.items()}
     assert documented == actual

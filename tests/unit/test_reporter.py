@@ -1,9 +1,11 @@
-"""Status events leave in order, in batches under load, and none is lost at shutdown."""
+"""Status events leave in order, in batches under load, and none is lost: at shutdown or
+when the broker does not confirm them."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from pamqp.commands import Basic
 
 from consumer.reporter import Reporter
@@ -14,8 +16,9 @@ from shared.topology import Topology
 class FakeChannel:
     """Stands in for the events channel (and its aiormq underlay); records publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: int = 0) -> None:
         self.messages: list[tuple[bytes, str, Basic.Properties]] = []
+        self.refuse = refuse  # nack this many publishes first, like a broker in trouble
 
     async def ready(self) -> None:
         pass
@@ -25,9 +28,13 @@ class FakeChannel:
 
     async def basic_publish(
         self, body: bytes, *, exchange: str, routing_key: str, properties: Basic.Properties
-    ) -> None:
+    ) -> Basic.Ack | Basic.Nack:
         assert exchange == "t.events"
+        if self.refuse:
+            self.refuse -= 1
+            return Basic.Nack()
         self.messages.append((body, routing_key, properties))
+        return Basic.Ack()
 
 
 def _started(channel: FakeChannel) -> Reporter:
@@ -74,3 +81,16 @@ def test_a_single_event_object_decodes_too() -> None:
         b'{"task_id":"a","task":"echo","state":"failed","attempt":2,"worker":"w","at":1.5}'
     )
     assert (event.task_id, event.state, event.attempt) == ("a", TaskState.FAILED, 2)
+
+
+async def test_unconfirmed_events_are_sent_again_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("consumer.reporter.RETRY_DELAY_S", 0.01)
+    channel = FakeChannel(refuse=3)
+    reporter = _started(channel)
+    for n in range(50):
+        reporter.emit(_event(n))
+    await reporter.close()
+    published = [e.task_id for body, _, _ in channel.messages for e in decode_events(body)]
+    assert published == [f"task-{n}" for n in range(50)]

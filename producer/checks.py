@@ -1,0 +1,59 @@
+"""Answers consumers' "may I run this task?" for messages that may have run before.
+
+A consumer asks only about a redelivered or re-sent message (the rare case), over RabbitMQ
+RPC: the common path pays nothing, and consumers never open the database. A task whose
+record is already terminal must not run again; anything else may.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aio_pika import Message
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from producer.store import TaskStore
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+
+class RunChecks:
+    """Consumes `{ns}.checks` and replies `{"task_id", "run", "status"}` to each request."""
+
+    def __init__(
+        self, connection: AbstractRobustConnection, topology: Topology, store: TaskStore
+    ) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._store = store
+        self._channel: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=100)
+        queue = await self._channel.get_queue(self._topology.checks_queue, ensure=False)
+        await queue.consume(self._answer, no_ack=True)
+
+    async def _answer(self, request: AbstractIncomingMessage) -> None:
+        assert self._channel is not None
+        try:
+            task_id = str(orjson.loads(request.body)["task_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("ignored a malformed run check: %r", request.body[:200])
+            return
+        if not request.reply_to:
+            return
+        try:
+            record = await self._store.get(task_id)
+        except Exception as error:
+            # No answer: the consumer waits out its timeout and runs the task (at least once).
+            log.warning("could not check task %s: %r", task_id, error)
+            return
+        status = None if record is None else record.status
+        reply = {"task_id": task_id, "run": status is None or not status.terminal, "status": status}
+        await self._channel.default_exchange.publish(
+            Message(orjson.dumps(reply), correlation_id=request.correlation_id),
+            routing_key=request.reply_to,
+        )

@@ -1,0 +1,458 @@
+"""A Python client of the producer's HTTP API: submit tasks, read their records, wait on them.
+
+Use it from any process other than the producer's own (another service, a script, the
+`conveyor` CLI): it talks HTTP, so it gets task records, the API's auth and its error codes,
+and the caller needs neither RabbitMQ credentials nor the task catalog. Services written in
+other languages use the same API with their own HTTP client. Python code running inside the
+producer's process uses the in-process `Submitter` instead: no HTTP hop, same validation.
+
+`ConveyorClient` is async; `SyncConveyorClient` offers the same methods for blocking code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import quote
+
+import httpx
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from config import ClientSettings, redact_url
+from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
+from shared.errors import ConveyorError
+
+# The server holds one wait request for at most this long; longer waits are several requests.
+MAX_POLL_S = 60.0
+# A server that answers a wait at once (no long-poll) is polled no faster than this.
+MIN_POLL_INTERVAL_S = 0.25
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class ErrorDetail(BaseModel):
+    """One problem of a rejected request: the offending field (dotted path) and why."""
+
+    field: str = ""
+    message: str = ""
+    type: str = ""
+
+
+class ApiError(ConveyorError):
+    """The HTTP API refused a request; str() is the API's message, meant for people.
+
+    `status` is the HTTP status (None when no response arrived), `code` the API's error code
+    (`not_found`, `validation_error`, ...), `request_id` the X-Request-ID to quote in logs.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        details: Sequence[ErrorDetail] = (),
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = list(details)
+        self.request_id = request_id
+
+
+class TaskNotFound(ApiError):
+    """No task has that id (404)."""
+
+
+class InvalidRequest(ApiError):
+    """The request is malformed, too large or invalid (400, 413, 422); see `details`."""
+
+
+class Unauthorized(ApiError):
+    """The API wants a valid bearer token (401): set CONVEYOR_API_TOKEN."""
+
+
+class Conflict(ApiError):
+    """The request conflicts with an existing task (409)."""
+
+
+class ServiceUnavailable(ApiError):
+    """The API or its broker cannot take the request now (503, or no reply); retry later.
+
+    `retry_after_s` is the server's Retry-After hint, when it sent one.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        code: str,
+        message: str,
+        details: Sequence[ErrorDetail] = (),
+        request_id: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(status, code, message, details, request_id)
+        self.retry_after_s = retry_after_s
+
+
+_ERROR_CLASSES: dict[int, type[ApiError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    404: TaskNotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    503: ServiceUnavailable,
+}
+
+
+def _without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The server applies its own defaults to absent fields; None would be a value."""
+    return {key: value for key, value in fields.items() if value is not None}
+
+
+def _retry_after_s(reply: httpx.Response) -> float | None:
+    try:
+        return float(reply.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None  # absent, or an HTTP date: no hint we act on
+
+
+def _error_from(reply: httpx.Response) -> ApiError:
+    """The typed exception for an error reply; a non-JSON body still yields one."""
+    status_line = f"{reply.status_code} {reply.reason_phrase}".strip()
+    code, message, details = "http_error", status_line, []
+    try:
+        body = orjson.loads(reply.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        code = str(body.get("error") or code)
+        message = str(body.get("message") or message)
+        raw_details = body.get("details")
+        if isinstance(raw_details, builtins.list):
+            details = [ErrorDetail.model_validate(d) for d in raw_details if isinstance(d, dict)]
+    cls = _ERROR_CLASSES.get(reply.status_code, ApiError)
+    request_id = reply.headers.get("X-Request-ID")
+    if cls is ServiceUnavailable:
+        return ServiceUnavailable(
+            reply.status_code,
+            code,
+            message,
+            details,
+            request_id,
+            retry_after_s=_retry_after_s(reply),
+        )
+    return cls(reply.status_code, code, message, details, request_id)
+
+
+class ConveyorClient:
+    """Async client of the producer's HTTP API; use as `async with ConveyorClient(url) as c:`.
+
+    `transport` replaces the network (tests pass an `httpx.MockTransport`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self._token = token
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=timeout_s, transport=transport
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: ClientSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Self:
+        """A client for the API that `settings` (CONVEYOR_API_*) point at."""
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        return cls(
+            settings.api_url, token=token, timeout_s=settings.api_timeout_s, transport=transport
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def submit(
+        self,
+        task: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+    ) -> TaskRecord:
+        """Submit one task; with an idempotency key already used, the original record."""
+        body = _without_none(
+            {
+                "task": task,
+                "payload": payload,
+                "queue": queue,
+                "idempotency_key": idempotency_key,
+                "max_retries": max_retries,
+                "timeout_s": timeout_s,
+            }
+        )
+        return await self._call(TaskRecord, "POST", "/tasks", json=body)
+
+    async def submit_many(
+        self, submissions: Sequence[Mapping[str, Any]]
+    ) -> builtins.list[TaskRecord]:
+        """Submit several tasks at once (all or none); records in the order submitted.
+
+        Each submission has the keys of `submit`'s arguments (`task`, `payload`, ...).
+        """
+        body = {"tasks": [_without_none(item) for item in submissions]}
+        return (await self._call(RecordBatch, "POST", "/tasks/batch", json=body)).items
+
+    async def get(self, task_id: str) -> TaskRecord:
+        """The task's current record; TaskNotFound if the id is unknown."""
+        return await self._call(TaskRecord, "GET", _task_path(task_id))
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskRecord:
+        """The record once the task is terminal or `timeout_s` passed (None: no limit).
+
+        The record may still be non-terminal after a timeout: check `record.status.terminal`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + max(timeout_s, 0.0)
+        path = _task_path(task_id) + "/wait"
+        while True:
+            started = loop.time()
+            poll_s = MAX_POLL_S if deadline is None else min(MAX_POLL_S, deadline - started)
+            poll_s = max(poll_s, 0.0)
+            record = await self._call(
+                TaskRecord,
+                "GET",
+                path,
+                params={"timeout_s": round(poll_s, 3)},
+                # The server holds the request for up to poll_s before it starts to answer.
+                timeout=poll_s + self.timeout_s,
+            )
+            now = loop.time()
+            if record.status.terminal or (deadline is not None and now >= deadline):
+                return record
+            if now - started < MIN_POLL_INTERVAL_S:
+                pause_s = MIN_POLL_INTERVAL_S - (now - started)
+                if deadline is not None:
+                    pause_s = min(pause_s, deadline - now)
+                await asyncio.sleep(pause_s)
+
+    async def list(
+        self,
+        status: TaskStatus | str | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of records, newest first; pass `next_cursor` as `cursor` for the next."""
+        params = _without_none({"status": status, "task": task, "limit": limit, "cursor": cursor})
+        return await self._call(TaskPage, "GET", "/tasks", params=params)
+
+    async def iter_tasks(
+        self,
+        status: TaskStatus | str | None = None,
+        task: str | None = None,
+        page_size: int | None = None,
+        cursor: str | None = None,
+    ) -> AsyncIterator[TaskRecord]:
+        """Every matching record, newest first, fetched a page (`page_size`) at a time."""
+        while True:
+            page = await self.list(status=status, task=task, limit=page_size, cursor=cursor)
+            for record in page.items:
+                yield record
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    async def _call(
+        self,
+        model: type[ModelT],
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> ModelT:
+        """Send one request; the reply parsed as `model`, or the ApiError it stands for."""
+        try:
+            reply = await self._http.request(
+                method,
+                path,
+                content=None if json is None else orjson.dumps(json),
+                headers=None if json is None else {"Content-Type": "application/json"},
+                params=params,
+                timeout=self.timeout_s if timeout is None else timeout,
+            )
+        except httpx.TimeoutException:
+            raise self._unreachable("no reply in time") from None
+        except httpx.TransportError as error:
+            raise self._unreachable(str(error) or type(error).__name__) from None
+        if reply.is_error:
+            raise _error_from(reply)
+        try:
+            return model.model_validate_json(reply.content)
+        except ValidationError as error:
+            raise ApiError(
+                reply.status_code,
+                "bad_response",
+                f"the API at {self._shown_url()} sent an unexpected reply "
+                f"({error.error_count()} problems); is CONVEYOR_API_URL right?",
+                request_id=reply.headers.get("X-Request-ID"),
+            ) from None
+
+    def _unreachable(self, reason: str) -> ServiceUnavailable:
+        if self._token:
+            reason = reason.replace(self._token, "***")
+        message = f"the API at {self._shown_url()} is unreachable: {reason}"
+        return ServiceUnavailable(None, "unreachable", message)
+
+    def _shown_url(self) -> str:
+        return redact_url(self.url)
+
+
+def _task_path(task_id: str) -> str:
+    return "/tasks/" + quote(task_id, safe="")
+
+
+class SyncConveyorClient:
+    """The blocking twin of ConveyorClient, for code without an event loop.
+
+    It runs a ConveyorClient on a private event loop; do not call it from async code (use
+    ConveyorClient there). Use it as a context manager, or call close() when done.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._runner = asyncio.Runner()
+        self._client: ConveyorClient | None = ConveyorClient(
+            url, token=token, timeout_s=timeout_s, transport=transport
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: ClientSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> Self:
+        """A client for the API that `settings` (CONVEYOR_API_*) point at."""
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        return cls(
+            settings.api_url, token=token, timeout_s=settings.api_timeout_s, transport=transport
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool and the private event loop; safe to call twice."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            self._runner.run(client.aclose())
+        self._runner.close()
+
+    def submit(
+        self,
+        task: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        idempotency_key: str | None = None,
+        max_retries: int | None = None,
+        timeout_s: float | None = None,
+    ) -> TaskRecord:
+        """Submit one task; see ConveyorClient.submit."""
+        return self._runner.run(
+            self._async.submit(
+                task,
+                payload,
+                queue=queue,
+                idempotency_key=idempotency_key,
+                max_retries=max_retries,
+                timeout_s=timeout_s,
+            )
+        )
+
+    def submit_many(self, submissions: Sequence[Mapping[str, Any]]) -> builtins.list[TaskRecord]:
+        """Submit several tasks at once; see ConveyorClient.submit_many."""
+        return self._runner.run(self._async.submit_many(submissions))
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The task's current record; see ConveyorClient.get."""
+        return self._runner.run(self._async.get(task_id))
+
+    def wait(self, task_id: str, timeout_s: float | None = None) -> TaskRecord:
+        """Block until the task is terminal or `timeout_s` passed; see ConveyorClient.wait."""
+        return self._runner.run(self._async.wait(task_id, timeout_s))
+
+    def list(
+        self,
+        status: TaskStatus | str | None = None,
+        task: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of records; see ConveyorClient.list."""
+        return self._runner.run(self._async.list(status, task, limit, cursor))
+
+    def iter_tasks(
+        self,
+        status: TaskStatus | str | None = None,
+        task: str | None = None,
+        page_size: int | None = None,
+        cursor: str | None = None,
+    ) -> Iterator[TaskRecord]:
+        """Every matching record, newest first, fetched a page at a time."""
+        while True:
+            page = self.list(status=status, task=task, limit=page_size, cursor=cursor)
+            yield from page.items
+            if not page.next_cursor or not page.items:
+                return
+            cursor = page.next_cursor
+
+    @property
+    def _async(self) -> ConveyorClient:
+        if self._client is None:
+            raise ConveyorError("this SyncConveyorClient is closed")
+        return self._client

@@ -1,0 +1,122 @@
+"""The task-record tables (SQLAlchemy Core) and the versioned migrations that create them.
+
+Migrations are a plain list: migration N brings the schema from version N-1 to N. The
+applied version lives in `conveyor_schema`; `migrate()` runs the missing ones at start, under
+a lock so that producer replicas starting together apply each exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import orjson
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+JSONValue = JSON().with_variant(JSONB(), "postgresql")
+
+schema_version = Table(
+    "conveyor_schema",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+tasks = Table(
+    "conveyor_tasks",
+    metadata,
+    # UUIDv7 ids sort by creation time: "newest first" and the list cursor use the id alone.
+    Column("id", String(64), primary_key=True),
+    Column("task", String(200), nullable=False),
+    Column("queue", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    # Ordering key of the latest event applied (see store.progress_of); events with a lower
+    # key are late or duplicates and change nothing.
+    Column("progress", Integer, nullable=False, default=0),
+    Column("payload", JSONValue, nullable=False),
+    Column("result", JSONValue),
+    Column("error", JSONValue),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_retries", Integer, nullable=False),
+    Column("timeout_s", Double, nullable=False),
+    Column("idempotency_key", String(200), unique=True),
+    Column("worker", String(200)),
+    Column("request_id", String(200)),
+    # Seconds since the epoch (UTC): the same type and precision on SQLite and PostgreSQL.
+    Column("created_at", Double, nullable=False),
+    Column("started_at", Double),
+    Column("finished_at", Double),
+    # The transactional outbox: False until the broker confirmed the publish.
+    Column("published", Boolean, nullable=False, default=False),
+    Index("ix_conveyor_tasks_status_id", "status", "id"),
+    Index("ix_conveyor_tasks_task_id", "task", "id"),
+    Index("ix_conveyor_tasks_published_created", "published", "created_at"),
+    Index("ix_conveyor_tasks_finished_at", "finished_at"),
+)
+
+
+def _create_tasks(connection: Connection) -> None:
+    tasks.create(connection)
+
+
+Migration = Callable[[Connection], None]
+
+# Append only: never edit a migration that has shipped.
+MIGRATIONS: Sequence[Migration] = (_create_tasks,)
+
+
+def latest_version() -> int:
+    """The schema version this code needs."""
+    return len(MIGRATIONS)
+
+
+async def migrate(connection: AsyncConnection) -> int:
+    """Apply the migrations the database lacks (in one transaction); returns the version."""
+    await _lock(connection)
+    await connection.run_sync(lambda sync: schema_version.create(sync, checkfirst=True))
+    current = (await connection.execute(select(schema_version.c.version))).scalar()
+    if current is None:
+        await connection.execute(insert(schema_version).values(id=1, version=0))
+        current = 0
+    if current > latest_version():
+        raise RuntimeError(
+            f"the task database has schema version {current}, newer than this "
+            f"Conveyor's {latest_version()}: upgrade Conveyor"
+        )
+    for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
+        log.info("migrating the task database to schema version %d", version)
+        await connection.run_sync(migration)
+        await connection.execute(update(schema_version).values(version=version))
+    return latest_version()
+
+
+async def _lock(connection: AsyncConnection) -> None:
+    """Serialize migrations of replicas starting at once (SQLite locks the whole file)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+
+
+def json_dumps(value: object) -> str:
+    """JSON for the database columns (orjson, like the wire format)."""
+    return orjson.dumps(value).decode()

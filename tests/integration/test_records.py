@@ -1,0 +1,263 @@
+"""Task records end to end: producer and consumer processes, RabbitMQ, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from producer.store import NewTask, TaskStore
+from shared.envelope import TaskMessage, encode
+from shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
+from shared.ids import new_task_id
+from shared.topology import Topology
+from tests.support import EventLog, ServiceProcess, free_port, wait_http, wait_until
+
+OpenApi = Callable[..., Awaitable[httpx.AsyncClient]]
+
+
+@pytest.fixture
+async def open_api(
+    topology: Topology, spawn: Callable[..., ServiceProcess]
+) -> AsyncIterator[OpenApi]:
+    """`await open_api(**settings)`: a producer process on a free port, ready; its client."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def start(**settings: Any) -> httpx.AsyncClient:
+        port = free_port()
+        spawn("producer", http_port=port, http_host="127.0.0.1", **settings)
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        clients.append(client)
+        await wait_http(client, "/readyz", 30)
+        return client
+
+    yield start
+    for client in clients:
+        await client.aclose()
+
+
+async def wait_status(
+    api: httpx.AsyncClient, task_id: str, status: str, timeout_s: float = 30
+) -> dict[str, Any]:
+    """The record once it shows `status` (long-polls the wait endpoint for terminal ones)."""
+    record: dict[str, Any] = {}
+
+    async def reached() -> bool:
+        nonlocal record
+        record = (await api.get(f"/tasks/{task_id}/wait", params={"timeout_s": 1})).json()
+        return bool(record["status"] == status)
+
+    await wait_until(reached, timeout_s, f"task {task_id} to be {status}")
+    return record
+
+
+async def test_lifecycle_queued_running_succeeded_and_failed(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess], database_url: str
+) -> None:
+    api = await open_api(database_url=database_url)
+    sleeper = (await api.post("/tasks", json={"task": "sleep", "payload": {"seconds": 1.5}})).json()
+    failing = (await api.post("/tasks", json={"task": "fail", "payload": {"message": "no"}})).json()
+    assert (sleeper["status"], failing["status"]) == ("queued", "queued")
+    assert (await api.get(f"/tasks/{sleeper['id']}")).json()["status"] == "queued"
+
+    consumer = spawn("consumer", report_running_after_s=0.1)
+    running = await wait_status(api, sleeper["id"], "running")
+    assert running["attempts"] == 1 and running["started_at"] and running["worker"]
+    assert str(consumer.pid) in running["worker"]
+
+    done = await wait_status(api, sleeper["id"], "succeeded")
+    assert done["result"] == {"slept_s": 1.5}
+    assert done["finished_at"] >= done["started_at"] >= done["created_at"]
+    failed = await wait_status(api, failing["id"], "failed")
+    assert failed["error"]["type"] == "TaskFailed" and failed["error"]["message"] == "no"
+    assert "Traceback" in failed["error"]["traceback"]
+    assert failed["attempts"] == 1
+
+    listed = (await api.get("/tasks", params={"status": "failed"})).json()
+    assert [item["id"] for item in listed["items"]] == [failing["id"]]
+
+
+async def test_a_crash_redelivery_counts_as_a_second_attempt(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess]
+) -> None:
+    api = await open_api()
+    first = spawn("consumer", report_running_after_s=0)
+    task = (await api.post("/tasks", json={"task": "sleep", "payload": {"seconds": 2}})).json()
+    running = await wait_status(api, task["id"], "running")
+    assert str(first.pid) in running["worker"]
+    first.signal(signal.SIGKILL)
+    second = spawn("consumer")
+    done = await wait_status(api, task["id"], "succeeded")
+    assert done["attempts"] == 2 and str(second.pid) in done["worker"]
+
+
+async def test_late_and_duplicate_events_never_move_a_record_back(
+    open_api: OpenApi, broker: AbstractRobustConnection, topology: Topology
+) -> None:
+    api = await open_api()
+    task_id = (await api.post("/tasks", json={"task": "echo"})).json()["id"]
+
+    def event(state: TaskState, run: int = 1, **details: Any) -> Any:
+        return make_event(task_id, "echo", state, 1, f"w-{run}", run=run, **details)
+
+    channel = await broker.channel()
+    exchange = await channel.get_exchange(topology.events_exchange)
+    batches = [
+        [event(TaskState.SUCCEEDED, result="first")],
+        [event(TaskState.RUNNING)],  # late
+        [event(TaskState.SUCCEEDED, result="duplicate")],  # duplicate
+        [event(TaskState.FAILED, error={"type": "E", "message": "late"})],  # same rank
+        [event(TaskState.RUNNING, run=2)],  # a later run after the end changes nothing
+    ]
+    for batch in batches:
+        await exchange.publish(aio_pika.Message(encode_events(batch)), EVENTS_ROUTING_KEY)
+    marker = (await api.post("/tasks", json={"task": "echo"})).json()["id"]
+    marker_done = make_event(marker, "echo", TaskState.SUCCEEDED, 1, "w")
+    await exchange.publish(aio_pika.Message(encode_events([marker_done])), EVENTS_ROUTING_KEY)
+    await wait_status(api, marker, "succeeded")  # applied after everything above
+    await channel.close()
+
+    record = (await api.get(f"/tasks/{task_id}")).json()
+    assert (record["status"], record["result"], record["worker"], record["attempts"]) == (
+        "succeeded",
+        "first",
+        "w-1",
+        1,
+    )
+
+
+async def test_a_resent_task_that_already_finished_is_acked_without_running(
+    open_api: OpenApi,
+    spawn: Callable[..., ServiceProcess],
+    broker: AbstractRobustConnection,
+    topology: Topology,
+) -> None:
+    api = await open_api()
+    consumer = spawn("consumer")
+    task = (await api.post("/tasks", json={"task": "echo", "payload": {"n": 1}})).json()
+    await wait_status(api, task["id"], "succeeded")
+
+    channel = await broker.channel()
+    exchange = await channel.get_exchange(topology.tasks_exchange)
+    copy = TaskMessage(id=task["id"], task="echo", queue="default", payload={"n": 1})
+    await exchange.publish(encode(copy.resend()), routing_key="default")
+    await channel.close()
+    await consumer.wait_log(f"task {task['id']} is already succeeded", timeout_s=20)
+    assert consumer.log().count(f"{task['id']}") >= 1
+    assert (await api.get(f"/tasks/{task['id']}")).json()["attempts"] == 1
+
+
+async def test_outbox_sweeper_publishes_a_record_its_producer_never_did(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess], sqlite_url: str
+) -> None:
+    store = await TaskStore.open(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://"))
+    orphan = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={"o": 1})
+    await store.add([NewTask(orphan, max_retries=3, timeout_s=300)])  # written, never published
+    await store.close()
+    api = await open_api(outbox_resend_after_s=0.5)
+    spawn("consumer")
+    done = await wait_status(api, orphan.id, "succeeded")
+    assert done["result"] == {"o": 1} and done["attempts"] == 1
+
+
+async def test_finished_records_are_purged_after_the_ttl(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await open_api(result_ttl_s=0.5)
+    spawn("consumer")
+    task_id = (await api.post("/tasks", json={"task": "echo"})).json()["id"]
+    await wait_status(api, task_id, "succeeded")
+
+    async def purged() -> bool:
+        return (await api.get(f"/tasks/{task_id}")).status_code == 404
+
+    await wait_until(purged, 90, "the finished record to be purged")
+
+
+async def test_a_result_over_the_limit_fails_the_task_clearly(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess]
+) -> None:
+    api = await open_api()
+    spawn("consumer", max_result_bytes=100)
+    small = (await api.post("/tasks", json={"task": "echo", "payload": {"a": 1}})).json()
+    big = (await api.post("/tasks", json={"task": "echo", "payload": {"a": "x" * 200}})).json()
+    assert (await wait_status(api, small["id"], "succeeded"))["result"] == {"a": 1}
+    failed = await wait_status(api, big["id"], "failed")
+    assert failed["error"]["type"] == "InvalidResult"
+    assert "CONVEYOR_MAX_RESULT_BYTES=100" in failed["error"]["message"]
+
+
+@pytest.mark.timeout(300)
+async def test_two_producers_on_postgres_and_three_consumers_run_2000_tasks_once(
+    open_api: OpenApi,
+    spawn: Callable[..., ServiceProcess],
+    postgres_url: str,
+    events: EventLog,
+) -> None:
+    apis = [await open_api(database_url=postgres_url) for _ in range(2)]
+    for _ in range(3):
+        spawn("consumer")
+    ids: list[str] = []
+    for n in range(20):
+        batch = [{"task": "echo", "payload": {"n": n * 100 + i}} for i in range(100)]
+        reply = await apis[n % 2].post("/tasks/batch", json={"tasks": batch})
+        assert reply.status_code == 202, reply.text
+        ids += [item["id"] for item in reply.json()["items"]]
+    assert len(set(ids)) == 2000
+
+    async def all_succeeded() -> bool:
+        count = 0
+        cursor = None
+        while True:  # count every succeeded record, page by page
+            params: dict[str, Any] = {"status": "succeeded", "limit": 500}
+            if cursor:
+                params["cursor"] = cursor
+            page = (await apis[0].get("/tasks", params=params)).json()
+            count += len(page["items"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return count == 2000
+
+    await wait_until(all_succeeded, 180, "2000 succeeded records")
+    records: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+        page = (await apis[1].get("/tasks", params=params)).json()
+        records += page["items"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert sorted(r["id"] for r in records) == sorted(ids)
+    assert {r["status"] for r in records} == {"succeeded"}
+    assert {r["attempts"] for r in records} == {1}
+    assert all(r["result"] == r["payload"] for r in records)
+    # Exactly once: one succeeded event per task, from the consumers themselves.
+    await events.wait_finished(set(ids), timeout_s=30)
+    assert set(events.succeeded_count().values()) == {1}
+
+
+async def test_store_add_settles_fifty_concurrent_duplicates(database_url: str) -> None:
+    store = await TaskStore.open(
+        database_url.replace("sqlite://", "sqlite+aiosqlite://").replace(
+            "postgresql://", "postgresql+asyncpg://"
+        )
+    )
+    try:
+
+        async def submit() -> tuple[str, bool]:
+            message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
+            [(record, created)] = await store.add([NewTask(message, 3, 300.0, "same-key")])
+            return record.id, created
+
+        outcomes = await asyncio.gather(*(submit() for _ in range(50)))
+        assert len({task_id for task_id, _ in outcomes}) == 1
+        assert sorted(created for _, created in outcomes) == [False] * 49 + [True]
+        assert len((await store.list(limit=100)).items) == 1
+    finally:
+        await store.close()

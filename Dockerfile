@@ -15,9 +15,14 @@ RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin conveyor
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels 'conveyor[fast]' \
     && rm -rf /wheels
+# Task records default to SQLite in /data (a volume); set CONVEYOR_DATABASE_URL to a
+# postgresql:// URL to share one store between producer replicas (see compose.yaml).
+RUN mkdir /data && chown conveyor /data
+VOLUME /data
 USER conveyor
 WORKDIR /home/conveyor
 ENV PYTHONUNBUFFERED=1 \
+    CONVEYOR_DATABASE_URL=sqlite:////data/conveyor.db \
     CONVEYOR_LOG_FORMAT=json \
     CONVEYOR_HTTP_HOST=0.0.0.0 \
     CONVEYOR_HTTP_PORT=8000 \

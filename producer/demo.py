@@ -1,7 +1,8 @@
 """`conveyor demo`: a producer and N consumers on the local RabbitMQ, a few hundred tasks.
 
-It runs the real services as subprocesses in a throwaway namespace, submits tasks through the
-HTTP API, follows their status events for a progress bar, and shows who ran how many.
+It runs the real services as subprocesses in a throwaway namespace (with a throwaway SQLite
+store), submits tasks through the HTTP API, follows their status events for a progress bar,
+shows who ran how many, and reads the outcome back from the task records.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -91,7 +93,9 @@ async def _wait_ready(client: httpx.AsyncClient, deadline_s: float) -> None:
     raise TimeoutError("the producer did not become ready")
 
 
-async def _run(settings: ProducerSettings, count: int, consumers: int) -> Counter[str]:
+async def _run(
+    settings: ProducerSettings, count: int, consumers: int, store_dir: str
+) -> tuple[Counter[str], Counter[str]]:
     topology = Topology(settings.namespace, settings.queue_type)
     port = _free_port()
     env = {
@@ -99,6 +103,7 @@ async def _run(settings: ProducerSettings, count: int, consumers: int) -> Counte
         "CONVEYOR_NAMESPACE": settings.namespace,
         "CONVEYOR_HTTP_HOST": "127.0.0.1",
         "CONVEYOR_HTTP_PORT": str(port),
+        "CONVEYOR_DATABASE_URL": f"sqlite:///{store_dir}/demo.db",
     }
     per_worker: Counter[str] = Counter()
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
@@ -118,11 +123,30 @@ async def _run(settings: ProducerSettings, count: int, consumers: int) -> Counte
                         "/tasks/batch", json={"tasks": tasks[start : start + 100]}
                     )
                     reply.raise_for_status()
-            await _follow(watch, count, per_worker)
+                await _follow(watch, count, per_worker)
+                statuses = await _recorded(client, count)
         await _delete_namespace(channel, topology)
     finally:
         await connection.close()
-    return per_worker
+    return per_worker, statuses
+
+
+async def _recorded(client: httpx.AsyncClient, count: int) -> Counter[str]:
+    """Status of every task as the store has it, once it recorded them all (or 30 s passed)."""
+    deadline = time.monotonic() + 30
+    while True:
+        statuses: Counter[str] = Counter()
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/tasks", params=params)).json()
+            statuses.update(item["status"] for item in page["items"])
+            if not (cursor := page["next_cursor"]):
+                break
+        finished = sum(statuses[s] for s in ("succeeded", "failed", "cancelled"))
+        if finished >= count or time.monotonic() > deadline:
+            return statuses
+        await asyncio.sleep(0.2)
 
 
 async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Counter[str]) -> None:
@@ -145,12 +169,18 @@ async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Cou
 
 
 async def _delete_namespace(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> None:
-    for queue in (topology.work_queue("default"), topology.dead_letter_queue):
+    for queue in (
+        topology.work_queue("default"),
+        topology.dead_letter_queue,
+        topology.recorder_queue,
+        topology.checks_queue,
+    ):
         await channel.queue_delete(queue)
     for exchange in (
         topology.tasks_exchange,
         topology.dead_letter_exchange,
         topology.events_exchange,
+        topology.finished_exchange,
     ):
         await channel.exchange_delete(exchange)
 
@@ -181,7 +211,8 @@ def run_demo(count: int, consumers: int) -> int:
     )
     started = time.monotonic()
     try:
-        per_worker = asyncio.run(_run(settings, count, consumers))
+        with tempfile.TemporaryDirectory(prefix="conveyor-demo-") as store_dir:
+            per_worker, statuses = asyncio.run(_run(settings, count, consumers, store_dir))
     except (TimeoutError, httpx.HTTPError) as error:
         console.print(f"demo failed: {error}")
         return 1
@@ -193,4 +224,6 @@ def run_demo(count: int, consumers: int) -> int:
     for worker, ran in sorted(per_worker.items()):
         table.add_row(worker, str(ran), f"{ran / max(1, count):.0%}")
     console.print(table)
-    return 0 if sum(per_worker.values()) == count else 1
+    shown = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+    console.print(f"task records (GET /tasks): {shown or 'none'}")
+    return 0 if sum(per_worker.values()) == count and statuses["succeeded"] == count else 1

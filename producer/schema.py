@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -22,19 +23,37 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
+    TypeDecorator,
     insert,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 log = logging.getLogger(__name__)
 
 metadata = MetaData()
 
-JSONValue = JSON().with_variant(JSONB(), "postgresql")
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as TEXT on SQLite: a column declared JSON there has NUMERIC affinity, which
+    turns a stored `7` or `1e400` into a number the JSON decoder then cannot read."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else orjson.dumps(value).decode()
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else orjson.loads(value)
+
+
+JSONValue = JSON().with_variant(JSONB(), "postgresql").with_variant(JSONText(), "sqlite")
 
 schema_version = Table(
     "conveyor_schema",

@@ -58,7 +58,8 @@ class ProducerService:
         return self.submitter
 
     async def _connect(self) -> None:
-        self.store = await self._retrying("opening the task store", self._open_store)
+        where = redact_url(self.settings.database_url)
+        self.store = await self._retrying(f"opening the task store {where}", self._open_store)
         await self._retrying("producer set-up", self._set_up)
 
     async def _retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:

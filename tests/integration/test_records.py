@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
+from config import async_database_url
 from producer.store import NewTask, TaskStore
 from shared.envelope import TaskMessage, encode
 from shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
@@ -156,7 +157,7 @@ async def test_a_resent_task_that_already_finished_is_acked_without_running(
 async def test_outbox_sweeper_publishes_a_record_its_producer_never_did(
     open_api: OpenApi, spawn: Callable[..., ServiceProcess], sqlite_url: str
 ) -> None:
-    store = await TaskStore.open(sqlite_url.replace("sqlite://", "sqlite+aiosqlite://"))
+    store = await TaskStore.open(async_database_url(sqlite_url))
     orphan = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={"o": 1})
     await store.add([NewTask(orphan, max_retries=3, timeout_s=300)])  # written, never published
     await store.close()
@@ -243,11 +244,7 @@ async def test_two_producers_on_postgres_and_three_consumers_run_2000_tasks_once
 
 
 async def test_store_add_settles_fifty_concurrent_duplicates(database_url: str) -> None:
-    store = await TaskStore.open(
-        database_url.replace("sqlite://", "sqlite+aiosqlite://").replace(
-            "postgresql://", "postgresql+asyncpg://"
-        )
-    )
+    store = await TaskStore.open(async_database_url(database_url))
     try:
 
         async def submit() -> tuple[str, bool]:
@@ -259,5 +256,21 @@ async def test_store_add_settles_fifty_concurrent_duplicates(database_url: str) 
         assert len({task_id for task_id, _ in outcomes}) == 1
         assert sorted(created for _, created in outcomes) == [False] * 49 + [True]
         assert len((await store.list(limit=100)).items) == 1
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("result", [7, "123", 1.5, None, [1, "a"], {"k": {"n": 2**40}}, True])
+async def test_store_keeps_any_json_result_as_it_was(database_url: str, result: Any) -> None:
+    store = await TaskStore.open(async_database_url(database_url))
+    try:
+        message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
+        await store.add([NewTask(message, 3, 300.0)])
+        await store.apply(
+            [make_event(message.id, "echo", TaskState.SUCCEEDED, 1, "w", result=result)]
+        )
+        record = await store.get(message.id)
+        assert record is not None and record.status == "succeeded"
+        assert record.result == result and type(record.result) is type(result)
     finally:
         await store.close()

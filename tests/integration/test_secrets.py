@@ -25,3 +25,31 @@ async def test_services_log_the_broker_url_with_its_password_masked(
         log = service.log()
         assert ":***@" in log
         assert f":{password}@" not in log
+
+
+async def test_database_password_and_api_tokens_never_reach_logs_or_replies(
+    spawn: Callable[..., ServiceProcess],
+) -> None:
+    port = free_port()
+    # Trust auth ignores the password: the producer connects, and must still never show it.
+    database_url = "postgresql://postgres:db-pa55word@127.0.0.1:5432/test-nowhere-db"
+    producer = spawn(
+        "producer",
+        http_port=port,
+        http_host="127.0.0.1",
+        database_url=database_url,
+        api_tokens="tok-alpha,tok-beta",
+        log_level="DEBUG",
+    )
+    await producer.wait_log("test-nowhere-db failed", timeout_s=30)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        await wait_http(client, "/healthz", 30)
+        refused = await client.get("/tasks", headers={"Authorization": "Bearer tok-wrong"})
+        unavailable = await client.get("/tasks", headers={"Authorization": "Bearer tok-beta"})
+    assert refused.status_code == 401
+    assert unavailable.status_code == 503 and unavailable.json()["error"] == "store_unavailable"
+    log = producer.log()
+    assert "postgres:***@127.0.0.1" in log
+    for secret in ("db-pa55word", "tok-alpha", "tok-beta", "tok-wrong"):
+        assert secret not in log
+        assert secret not in refused.text + unavailable.text

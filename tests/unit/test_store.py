@@ -1,0 +1,116 @@
+"""The task store on SQLite: migrations, event ordering, retention, the outbox."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from producer.records import TaskStatus
+from producer.schema import MIGRATIONS, latest_version, migrate, schema_version
+from producer.store import NewTask, TaskStore, progress_of
+from shared.envelope import TaskMessage
+from shared.events import TaskState, make_event
+from shared.ids import new_task_id
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
+    opened = await TaskStore.open(f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}", 64)
+    yield opened
+    await opened.close()
+
+
+async def _queued(store: TaskStore, **payload: object) -> str:
+    message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload=dict(payload))
+    [(record, created)] = await store.add([NewTask(message, 3, 300.0)])
+    assert created and record.status is TaskStatus.QUEUED
+    return record.id
+
+
+async def test_migrations_run_once_and_record_the_version(tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+    try:
+        for _ in range(2):  # the second run finds nothing to do
+            async with engine.begin() as connection:
+                assert await migrate(connection) == latest_version() == len(MIGRATIONS)
+        async with engine.connect() as connection:
+            versions = (await connection.execute(select(schema_version.c.version))).all()
+        assert [row.version for row in versions] == [len(MIGRATIONS)]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_database_from_a_newer_conveyor_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    await (await TaskStore.open(url)).close()  # migrated once
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.execute(update(schema_version).values(version=latest_version() + 1))
+    await engine.dispose()
+    with pytest.raises(RuntimeError, match="newer than this Conveyor"):
+        await TaskStore.open(url)
+
+
+def test_progress_orders_runs_first_then_states() -> None:
+    assert progress_of(1, TaskState.RUNNING) < progress_of(1, TaskState.SUCCEEDED)
+    assert progress_of(1, TaskState.FAILED) < progress_of(2, TaskState.RUNNING)
+    assert progress_of(1, TaskState.FAILED) == progress_of(1, TaskState.SUCCEEDED)
+
+
+async def test_events_in_any_order_end_in_the_same_record(store: TaskStore) -> None:
+    task_id = await _queued(store)
+    started = time.time()
+    running = make_event(task_id, "echo", TaskState.RUNNING, 1, "w", started_at=started)
+    done = make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w", started_at=started, result=7)
+    assert await store.apply([done, running, done]) == {task_id}
+    record = await store.get(task_id)
+    assert record is not None
+    assert (record.status, record.result, record.attempts) == (TaskStatus.SUCCEEDED, 7, 1)
+    await store.apply([running])
+    assert (await store.get(task_id)) == record
+
+
+async def test_a_redelivered_run_counts_as_an_attempt(store: TaskStore) -> None:
+    task_id = await _queued(store)
+    await store.apply([make_event(task_id, "echo", TaskState.RUNNING, 1, "w1")])
+    await store.apply([make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w2", run=2)])
+    record = await store.get(task_id)
+    assert record is not None and (record.attempts, record.worker) == (2, "w2")
+
+
+async def test_an_oversized_result_fails_the_task(store: TaskStore) -> None:
+    task_id = await _queued(store)
+    event = make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w", result="x" * 100)
+    await store.apply([event])
+    record = await store.get(task_id)
+    assert record is not None and record.status is TaskStatus.FAILED
+    assert record.error is not None and record.error.type == "ResultTooLarge"
+    assert record.result is None
+
+
+async def test_events_for_unknown_tasks_change_nothing(store: TaskStore) -> None:
+    await store.apply([make_event("ghost", "echo", TaskState.SUCCEEDED, 1, "w")])
+    assert await store.get("ghost") is None
+
+
+async def test_purge_removes_only_finished_records_past_the_ttl(store: TaskStore) -> None:
+    finished, waiting = await _queued(store), await _queued(store)
+    await store.apply([make_event(finished, "echo", TaskState.SUCCEEDED, 1, "w")])
+    assert await store.purge(time.time() - 60) == 0
+    assert await store.purge(time.time() + 1) == 1
+    assert await store.get(finished) is None and await store.get(waiting) is not None
+
+
+async def test_the_outbox_holds_what_was_never_confirmed(store: TaskStore) -> None:
+    confirmed, orphan = await _queued(store), await _queued(store, o=1)
+    await store.mark_published([confirmed])
+    assert await store.unpublished(time.time() - 60) == []
+    [message] = await store.unpublished(time.time() + 1)
+    assert (message.id, message.payload, message.max_retries) == (orphan, {"o": 1}, 3)
+    await store.discard([orphan, confirmed])  # only unpublished records are discarded
+    assert await store.get(orphan) is None and await store.get(confirmed) is not None

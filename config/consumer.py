@@ -41,3 +41,9 @@ class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
         default=True,
         description="Publish task status events (running/succeeded/failed) to the events exchange.",
     )
+    ack_after_report: bool = Field(
+        default=False,
+        description="Ack a task only once the broker confirmed its final status event: no "
+        "record is left behind by a consumer killed right after a task, for one more round "
+        "trip per task.",
+    )

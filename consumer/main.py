@@ -58,6 +58,7 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             prefetch=settings.prefetch,
             sync_runner=SyncRunner(settings.concurrency * len(settings.queues)),
             run_check=run_check,
+            ack_after_report=settings.ack_after_report,
             report_running_after_s=settings.report_running_after_s,
             max_result_bytes=settings.max_result_bytes,
         )

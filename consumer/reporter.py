@@ -55,6 +55,9 @@ class Reporter:
         self._batches = 0
         self._dead: AbstractExchange | None = None
         self._pending: asyncio.Queue[TaskEvent] = asyncio.Queue()
+        self._emitted = 0  # events queued so far; the n-th is confirmed once _confirmed >= n
+        self._confirmed = 0
+        self._progress: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -74,10 +77,21 @@ class Reporter:
         """Whether status events are published; when not, callers can skip building them."""
         return self._events_enabled
 
-    def emit(self, event: TaskEvent) -> None:
-        """Queue a status event for publishing; returns at once."""
-        if self._events_enabled:
-            self._pending.put_nowait(event)
+    def emit(self, event: TaskEvent) -> int:
+        """Queue a status event for publishing; returns at once, with the event's number
+        for `wait_confirmed` (0 when events are off)."""
+        if not self._events_enabled:
+            return 0
+        self._pending.put_nowait(event)
+        self._emitted += 1
+        return self._emitted
+
+    async def wait_confirmed(self, number: int) -> None:
+        """Wait until the broker confirmed the `number`-th event (and all before it)."""
+        while self._confirmed < number:
+            if self._progress is None:
+                self._progress = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._progress)
 
     async def _publish_events(self) -> None:
         """Publish queued events in batches, at most one message per EVENTS_LINGER_S.
@@ -96,6 +110,10 @@ class Reporter:
                 batch.append(self._pending.get_nowait())
             await self._publish_until_confirmed(batch)
             last_publish = loop.time()
+            self._confirmed += len(batch)
+            if self._progress is not None:
+                self._progress.set_result(None)
+                self._progress = None
             for _ in batch:
                 self._pending.task_done()
 

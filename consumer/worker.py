@@ -75,6 +75,7 @@ class Worker:
         prefetch: int,
         sync_runner: SyncRunner,
         run_check: RunCheck | None = None,
+        ack_after_report: bool = False,
         report_running_after_s: float = 0.1,
         max_result_bytes: int = 1_048_576,
     ) -> None:
@@ -90,6 +91,7 @@ class Worker:
         self._prefetch = prefetch
         self._sync_runner = sync_runner
         self._run_check = run_check
+        self._ack_after_report = ack_after_report
         self._max_result_bytes = max_result_bytes
         self._report_running_after_s = report_running_after_s
         self._slots: list[_Slot] = []
@@ -210,10 +212,10 @@ class Worker:
             self.stats["failed"] += 1
             detail = f"{type(error).__name__}: {error}"
             log.warning("task %s failed: %s", task.id, detail)
-            self._end_run(run, TaskState.FAILED, error=_error_info(error))
+            await self._report_end(run, TaskState.FAILED, error=_error_info(error))
             await self._reject(message, queue, "failed", detail, counted=False)
             return
-        self._end_run(run, TaskState.SUCCEEDED, result=result)
+        await self._report_end(run, TaskState.SUCCEEDED, result=result)
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1
@@ -264,13 +266,21 @@ class Worker:
         self._runs.add(run)
         return run
 
-    def _end_run(self, run: _Run | None, state: TaskState | None, **details: Any) -> None:
-        """Stop tracking `run`; report its terminal `state`, if any."""
+    def _end_run(self, run: _Run | None, state: TaskState | None, **details: Any) -> int:
+        """Stop tracking `run`; report its terminal `state`, if any (the event's number)."""
         if run is None:
-            return
+            return 0
         self._runs.discard(run)
-        if state is not None:
-            self._reporter.emit(run.event(state, **details))
+        if state is None:
+            return 0
+        return self._reporter.emit(run.event(state, **details))
+
+    async def _report_end(self, run: _Run | None, state: TaskState, **details: Any) -> None:
+        """Report the run's end; with ack_after_report, wait for the broker's confirm, so a
+        task is never acked before its record can learn the outcome."""
+        number = self._end_run(run, state, **details)
+        if self._ack_after_report and number:
+            await self._reporter.wait_confirmed(number)
 
     async def _report_long_runs(self) -> None:
         """Report `running` for tasks that run past the threshold.

@@ -1,7 +1,19 @@
-"""The producer service: validates task submissions and publishes them with confirms."""
+"""The producer service: records task submissions and publishes them with confirms."""
 
+from producer.client import ConveyorClient, SyncConveyorClient
 from producer.publisher import Publisher
+from producer.records import TaskRecord, TaskStatus
 from producer.service import ProducerService, open_submitter
 from producer.submission import Submitter, TaskSubmission
 
-__all__ = ["ProducerService", "Publisher", "Submitter", "TaskSubmission", "open_submitter"]
+__all__ = [
+    "ConveyorClient",
+    "ProducerService",
+    "Publisher",
+    "Submitter",
+    "SyncConveyorClient",
+    "TaskRecord",
+    "TaskStatus",
+    "TaskSubmission",
+    "open_submitter",
+]

@@ -23,8 +23,30 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from config import ClientSettings, redact_url
+from producer.client_errors import (
+    ApiError,
+    Conflict,
+    ErrorDetail,
+    InvalidRequest,
+    ServiceUnavailable,
+    TaskNotFound,
+    Unauthorized,
+    error_from,
+)
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
 from shared.errors import ConveyorError
+
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "ConveyorClient",
+    "ErrorDetail",
+    "InvalidRequest",
+    "ServiceUnavailable",
+    "SyncConveyorClient",
+    "TaskNotFound",
+    "Unauthorized",
+]
 
 # The server holds one wait request for at most this long; longer waits are several requests.
 MAX_POLL_S = 60.0
@@ -34,121 +56,9 @@ MIN_POLL_INTERVAL_S = 0.25
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-class ErrorDetail(BaseModel):
-    """One problem of a rejected request: the offending field (dotted path) and why."""
-
-    field: str = ""
-    message: str = ""
-    type: str = ""
-
-
-class ApiError(ConveyorError):
-    """The HTTP API refused a request; str() is the API's message, meant for people.
-
-    `status` is the HTTP status (None when no response arrived), `code` the API's error code
-    (`not_found`, `validation_error`, ...), `request_id` the X-Request-ID to quote in logs.
-    """
-
-    def __init__(
-        self,
-        status: int | None,
-        code: str,
-        message: str,
-        details: Sequence[ErrorDetail] = (),
-        request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = list(details)
-        self.request_id = request_id
-
-
-class TaskNotFound(ApiError):
-    """No task has that id (404)."""
-
-
-class InvalidRequest(ApiError):
-    """The request is malformed, too large or invalid (400, 413, 422); see `details`."""
-
-
-class Unauthorized(ApiError):
-    """The API wants a valid bearer token (401): set CONVEYOR_API_TOKEN."""
-
-
-class Conflict(ApiError):
-    """The request conflicts with an existing task (409)."""
-
-
-class ServiceUnavailable(ApiError):
-    """The API or its broker cannot take the request now (503, or no reply); retry later.
-
-    `retry_after_s` is the server's Retry-After hint, when it sent one.
-    """
-
-    def __init__(
-        self,
-        status: int | None,
-        code: str,
-        message: str,
-        details: Sequence[ErrorDetail] = (),
-        request_id: str | None = None,
-        retry_after_s: float | None = None,
-    ) -> None:
-        super().__init__(status, code, message, details, request_id)
-        self.retry_after_s = retry_after_s
-
-
-_ERROR_CLASSES: dict[int, type[ApiError]] = {
-    400: InvalidRequest,
-    401: Unauthorized,
-    404: TaskNotFound,
-    409: Conflict,
-    413: InvalidRequest,
-    422: InvalidRequest,
-    503: ServiceUnavailable,
-}
-
-
 def _without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
     """The server applies its own defaults to absent fields; None would be a value."""
     return {key: value for key, value in fields.items() if value is not None}
-
-
-def _retry_after_s(reply: httpx.Response) -> float | None:
-    try:
-        return float(reply.headers["Retry-After"])
-    except (KeyError, ValueError):
-        return None  # absent, or an HTTP date: no hint we act on
-
-
-def _error_from(reply: httpx.Response) -> ApiError:
-    """The typed exception for an error reply; a non-JSON body still yields one."""
-    status_line = f"{reply.status_code} {reply.reason_phrase}".strip()
-    code, message, details = "http_error", status_line, []
-    try:
-        body = orjson.loads(reply.content)
-    except orjson.JSONDecodeError:
-        body = None
-    if isinstance(body, dict):
-        code = str(body.get("error") or code)
-        message = str(body.get("message") or message)
-        raw_details = body.get("details")
-        if isinstance(raw_details, builtins.list):
-            details = [ErrorDetail.model_validate(d) for d in raw_details if isinstance(d, dict)]
-    cls = _ERROR_CLASSES.get(reply.status_code, ApiError)
-    request_id = reply.headers.get("X-Request-ID")
-    if cls is ServiceUnavailable:
-        return ServiceUnavailable(
-            reply.status_code,
-            code,
-            message,
-            details,
-            request_id,
-            retry_after_s=_retry_after_s(reply),
-        )
-    return cls(reply.status_code, code, message, details, request_id)
 
 
 class ConveyorClient:
@@ -318,7 +228,7 @@ class ConveyorClient:
         except httpx.TransportError as error:
             raise self._unreachable(str(error) or type(error).__name__) from None
         if reply.is_error:
-            raise _error_from(reply)
+            raise error_from(reply)
         try:
             return model.model_validate_json(reply.content)
         except ValidationError as error:

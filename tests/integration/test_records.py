@@ -84,6 +84,18 @@ async def test_lifecycle_queued_running_succeeded_and_failed(
     assert [item["id"] for item in listed["items"]] == [failing["id"]]
 
 
+async def test_acking_after_the_report_records_every_task(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess]
+) -> None:
+    api = await open_api()
+    spawn("consumer", ack_after_report=True)
+    tasks = [{"task": "echo", "payload": {"n": n}} for n in range(50)]
+    ids = [r["id"] for r in (await api.post("/tasks/batch", json={"tasks": tasks})).json()["items"]]
+    for task_id in ids:
+        record = await wait_status(api, task_id, "succeeded")
+        assert record["attempts"] == 1
+
+
 async def test_a_crash_redelivery_counts_as_a_second_attempt(
     open_api: OpenApi, spawn: Callable[..., ServiceProcess]
 ) -> None:

@@ -94,3 +94,20 @@ async def test_unconfirmed_events_are_sent_again_in_order(
     await reporter.close()
     published = [e.task_id for body, _, _ in channel.messages for e in decode_events(body)]
     assert published == [f"task-{n}" for n in range(50)]
+
+
+async def test_wait_confirmed_returns_only_once_the_broker_took_the_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("consumer.reporter.RETRY_DELAY_S", 0.05)
+    channel = FakeChannel(refuse=2)
+    reporter = _started(channel)
+    first, second = reporter.emit(_event(1)), reporter.emit(_event(2))
+    waiting = asyncio.create_task(reporter.wait_confirmed(second))
+    await asyncio.sleep(0.06)  # the first publish was nacked: nothing is confirmed yet
+    assert not waiting.done() and channel.messages == []
+    await asyncio.wait_for(waiting, 5)
+    published = [e.task_id for body, _, _ in channel.messages for e in decode_events(body)]
+    assert published == ["task-1", "task-2"] and (first, second) == (1, 2)
+    await reporter.wait_confirmed(first)  # already confirmed: returns at once
+    await reporter.close()

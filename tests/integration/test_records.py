@@ -9,6 +9,7 @@ from typing import Any
 
 import aio_pika
 import httpx
+import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
@@ -286,3 +287,28 @@ async def test_store_keeps_any_json_result_as_it_was(database_url: str, result: 
         assert record.result == result and type(record.result) is type(result)
     finally:
         await store.close()
+
+
+async def test_fifty_concurrent_duplicate_posts_make_one_task(
+    open_api: OpenApi, spawn: Callable[..., ServiceProcess], database_url: str
+) -> None:
+    api = await open_api(database_url=database_url)
+    consumer = spawn("consumer", log_format="json")
+    body = {"task": "echo", "payload": {"order": 7}, "idempotency_key": "order-7"}
+    replies = await asyncio.gather(
+        *(api.post("/tasks", json=body, headers={"X-Request-ID": f"dup-{n}"}) for n in range(50))
+    )
+    assert sorted(reply.status_code for reply in replies) == [200] * 49 + [202]
+    [task_id] = {reply.json()["id"] for reply in replies}
+    winner = next(reply for reply in replies if reply.status_code == 202)
+    done = await wait_status(api, task_id, "succeeded")
+    assert done["attempts"] == 1 and done["idempotency_key"] == "order-7"
+    assert done["request_id"] == winner.headers["X-Request-ID"]
+    listed = (await api.get("/tasks", params={"limit": 100})).json()["items"]
+    assert [item["id"] for item in listed] == [task_id]
+    # A request id travels with its task into the consumer's log lines.
+    failing = {"task": "fail", "payload": {"message": "traced"}}
+    reply = await api.post("/tasks", json=failing, headers={"X-Request-ID": "trace-me"})
+    await wait_status(api, reply.json()["id"], "failed")
+    lines = [orjson.loads(line) for line in consumer.log().splitlines() if "traced" in line]
+    assert lines and all(line["request_id"] == "trace-me" for line in lines)

@@ -37,6 +37,19 @@ class BrokerSettings(ConveyorSettings):
         min_length=1,
         description="Comma-separated work queues: the producer declares, consumers serve.",
     )
+    max_deliveries: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="A task redelivered more often (e.g. it crashes its consumer) is "
+        "dead-lettered instead of crash-looping; part of the work queues' arguments.",
+    )
+    max_queue_length: int | None = Field(
+        default=None,
+        ge=1,
+        description="Bound on each work queue; when full, publishes are refused (HTTP 503) "
+        "instead of growing broker memory; part of the work queues' arguments.",
+    )
     heartbeat_s: int = Field(
         default=10, ge=1, le=600, description="AMQP heartbeat interval in seconds."
     )

@@ -37,6 +37,15 @@ class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
         le=3600,
         description="Report `running` only for tasks still running after this long (0: always).",
     )
+    retry_backoff_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=3600,
+        description="Delay before the first retry; doubles with each attempt (with jitter).",
+    )
+    retry_backoff_max_s: float = Field(
+        default=300.0, gt=0, le=86_400, description="Longest delay between two attempts."
+    )
     events: bool = Field(
         default=True,
         description="Publish task status events (running/succeeded/failed) to the events exchange.",

@@ -27,7 +27,7 @@ from shared.builtin_tasks import (
     SendEmailPayload,
     SleepPayload,
 )
-from shared.errors import NotConfigured, TaskFailed
+from shared.errors import NotConfigured, PermanentFailure, Retry, TaskFailed
 
 JSONValue = Any  # whatever orjson can serialize
 
@@ -65,6 +65,10 @@ async def sleep(payload: SleepPayload, ctx: TaskContext) -> JSONValue:
 
 async def fail(payload: FailPayload, ctx: TaskContext) -> JSONValue:
     if payload.times is None or ctx.attempt <= payload.times:
+        if payload.permanent:
+            raise PermanentFailure(payload.message)
+        if payload.retry_after_s is not None:
+            raise Retry(payload.message, delay_s=payload.retry_after_s)
         raise TaskFailed(payload.message)
     return {"succeeded_on_attempt": ctx.attempt}
 

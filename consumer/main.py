@@ -15,6 +15,7 @@ from config import ConsumerSettings, load_settings
 from consumer.checks import RunCheck
 from consumer.handlers import builtin_handlers
 from consumer.reporter import Reporter
+from consumer.retries import Retrier
 from consumer.sync_runner import SyncRunner
 from consumer.worker import Worker
 from shared.builtin_tasks import builtin_catalog
@@ -35,7 +36,7 @@ def new_worker_id() -> str:
 async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
     """Consume until `stop` is set, then shut down gracefully; returns the finished worker."""
     worker_id = new_worker_id()
-    topology = Topology(settings.namespace, settings.queue_type)
+    topology = Topology.of(settings)
     consuming = await connect(settings, f"conveyor consumer {worker_id}")
     publishing = await connect(settings, f"conveyor consumer {worker_id} (publish)")
     try:
@@ -46,6 +47,13 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
         await reporter.start()
         run_check = RunCheck(publishing, topology)
         await run_check.start()
+        retrier = Retrier(
+            publishing,
+            topology,
+            backoff_s=settings.retry_backoff_s,
+            backoff_max_s=settings.retry_backoff_max_s,
+        )
+        await retrier.start()
         worker = Worker(
             worker_id=worker_id,
             connection=consuming,
@@ -58,6 +66,7 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             prefetch=settings.prefetch,
             sync_runner=SyncRunner(settings.concurrency * len(settings.queues)),
             run_check=run_check,
+            retrier=retrier,
             ack_after_report=settings.ack_after_report,
             report_running_after_s=settings.report_running_after_s,
             max_result_bytes=settings.max_result_bytes,

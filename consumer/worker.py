@@ -28,10 +28,18 @@ from aio_pika.abc import (
 from consumer.checks import RunCheck
 from consumer.handlers import Handler, JSONValue, TaskContext
 from consumer.reporter import Reporter
+from consumer.retries import Retrier
 from consumer.sync_runner import SyncRunner
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage, decode
-from shared.errors import InvalidPayload, InvalidResult, UndecodableMessage, UnknownTask
+from shared.errors import (
+    InvalidPayload,
+    InvalidResult,
+    PermanentFailure,
+    Retry,
+    UndecodableMessage,
+    UnknownTask,
+)
 from shared.events import TaskEvent, TaskState, make_event
 from shared.logs import log_context
 from shared.topology import Topology, declare_work_queue
@@ -74,6 +82,7 @@ class Worker:
         concurrency: int,
         prefetch: int,
         sync_runner: SyncRunner,
+        retrier: Retrier | None = None,
         run_check: RunCheck | None = None,
         ack_after_report: bool = False,
         report_running_after_s: float = 0.1,
@@ -91,6 +100,7 @@ class Worker:
         self._prefetch = prefetch
         self._sync_runner = sync_runner
         self._run_check = run_check
+        self._retrier = retrier
         self._ack_after_report = ack_after_report
         self._max_result_bytes = max_result_bytes
         self._report_running_after_s = report_running_after_s
@@ -199,7 +209,8 @@ class Worker:
         if (redelivered or task.resent) and await self._already_finished(task):
             await _settle(message.ack(), message)
             return
-        run = self._start_run(task, redelivered, _run_number(message))
+        run_number = _run_number(message, task)
+        run = self._start_run(task, redelivered, run_number)
         try:
             result = self._checked(await self._call(handler, payload, ctx))
         except asyncio.CancelledError:
@@ -209,16 +220,67 @@ class Worker:
             await _settle(message.nack(requeue=True), message)
             raise
         except Exception as error:
-            self.stats["failed"] += 1
-            detail = f"{type(error).__name__}: {error}"
-            log.warning("task %s failed: %s", task.id, detail)
-            await self._report_end(run, TaskState.FAILED, error=_error_info(error))
-            await self._reject(message, queue, "failed", detail, counted=False)
+            await self._fail(message, queue, task, run, run_number, error)
             return
         await self._report_end(run, TaskState.SUCCEEDED, result=result)
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await _settle(message.ack(), message):
             self.stats["succeeded"] += 1
+
+    async def _fail(
+        self,
+        message: AbstractIncomingMessage,
+        queue: str,
+        task: TaskMessage,
+        run: _Run | None,
+        run_number: int,
+        error: Exception,
+    ) -> None:
+        """Schedule the next attempt if the task has retries left, else dead-letter it."""
+        detail = f"{type(error).__name__}: {error}"
+        if self._retries_left(task, error):
+            requested = error.delay_s if isinstance(error, Retry) else None
+            assert self._retrier is not None
+            delay_s = self._retrier.delay_s(task.retries_used, requested)
+            try:
+                retry_at = await self._retrier.schedule(task, run_number, delay_s)
+            except Exception as failure:
+                # Could not schedule it: give the message back; this attempt runs again.
+                log.warning("task %s: could not schedule a retry (%r); requeued", task.id, failure)
+                self._end_run(run, None)
+                await _settle(message.nack(requeue=True), message)
+                return
+            self.stats["retried"] += 1
+            # A Retry is a control signal, not a failure: INFO, not WARNING.
+            level = logging.INFO if isinstance(error, Retry) else logging.WARNING
+            log.log(
+                level,
+                "task %s attempt %d: %s; retry in %.1fs",
+                task.id,
+                task.attempt,
+                detail,
+                delay_s,
+            )
+            await self._report_end(
+                run, TaskState.RETRYING, error=_error_info(error), retry_at=retry_at
+            )
+            await _settle(message.ack(), message)
+            return
+        self.stats["failed"] += 1
+        log.warning("task %s failed on attempt %d: %s", task.id, task.attempt, detail)
+        await self._report_end(run, TaskState.FAILED, error=_error_info(error))
+        await self._reject(message, queue, "failed", detail, counted=False)
+
+    def _retries_left(self, task: TaskMessage, error: Exception) -> bool:
+        if self._retrier is None or isinstance(error, PermanentFailure):
+            return False
+        spec = self._catalog.get(task.task)
+        max_retries = (
+            task.max_retries
+            if task.max_retries is not None
+            else (spec.max_retries if spec is not None else 0)
+        )
+        return task.retries_used < max_retries
 
     async def _already_finished(self, task: TaskMessage) -> bool:
         """A redelivered or re-sent task may have run: ask the producers (rare path)."""
@@ -332,13 +394,14 @@ async def _settle(action: Awaitable[None], message: AbstractIncomingMessage) -> 
     return True
 
 
-def _run_number(message: AbstractIncomingMessage) -> int:
-    """Which start of its task this delivery is: quorum queues count earlier deliveries in
-    `x-delivery-count`; classic queues only say whether it was delivered before."""
+def _run_number(message: AbstractIncomingMessage, task: TaskMessage) -> int:
+    """Which start of its task this delivery is: the starts of earlier attempts, plus this
+    message's deliveries (quorum queues count earlier ones in `x-delivery-count`; classic
+    queues only say whether it was delivered before)."""
     count = (message.headers or {}).get("x-delivery-count")
     if isinstance(count, int) and not isinstance(count, bool):
-        return count + 1
-    return 2 if message.redelivered else 1
+        return task.runs_before + count + 1
+    return task.runs_before + (2 if message.redelivered else 1)
 
 
 def _why(task: TaskMessage) -> str:

@@ -96,7 +96,7 @@ async def _wait_ready(client: httpx.AsyncClient, deadline_s: float) -> None:
 async def _run(
     settings: ProducerSettings, count: int, consumers: int, store_dir: str
 ) -> tuple[Counter[str], Counter[str]]:
-    topology = Topology(settings.namespace, settings.queue_type)
+    topology = Topology.of(settings)
     port = _free_port()
     env = {
         **os.environ,

@@ -55,6 +55,9 @@ class TaskRecord(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(
+        default=None, description="For `retrying`: when the next attempt is due."
+    )
 
 
 class TaskPage(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Double,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -33,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import TypeEngine
 
 log = logging.getLogger(__name__)
 
@@ -62,47 +64,93 @@ schema_version = Table(
     Column("version", Integer, nullable=False),
 )
 
+
+def _task_columns() -> list[Column[Any] | Index]:
+    """The columns of conveyor_tasks as schema version 1 created them."""
+    return [
+        # UUIDv7 ids sort by creation time: "newest first" and the list cursor use the id.
+        Column("id", String(64), primary_key=True),
+        Column("task", String(200), nullable=False),
+        Column("queue", String(200), nullable=False),
+        Column("status", String(16), nullable=False),
+        # Ordering key of the latest event applied (see store.progress_of); events with a
+        # lower key are late or duplicates and change nothing.
+        Column("progress", Integer, nullable=False, default=0),
+        Column("payload", JSONValue, nullable=False),
+        Column("result", JSONValue),
+        Column("error", JSONValue),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("max_retries", Integer, nullable=False),
+        Column("timeout_s", Double, nullable=False),
+        Column("idempotency_key", String(200), unique=True),
+        Column("worker", String(200)),
+        Column("request_id", String(200)),
+        # Seconds since the epoch (UTC): the same type and precision on SQLite and PostgreSQL.
+        Column("created_at", Double, nullable=False),
+        Column("started_at", Double),
+        Column("finished_at", Double),
+        # The transactional outbox: False until the broker confirmed the publish.
+        Column("published", Boolean, nullable=False, default=False),
+        Index("ix_conveyor_tasks_status_id", "status", "id"),
+        Index("ix_conveyor_tasks_task_id", "task", "id"),
+        Index("ix_conveyor_tasks_published_created", "published", "created_at"),
+        Index("ix_conveyor_tasks_finished_at", "finished_at"),
+    ]
+
+
+# Columns added after version 1: (name, type, SQL default), in the order added.
+_ADDED_TO_TASKS: list[tuple[str, TypeEngine[Any], str | None]] = [
+    ("next_attempt_at", Double(), None),  # v2: when a `retrying` task runs again
+    ("deliveries", Integer(), "0"),  # v2: redeliveries counted by run checks (classic queues)
+]
+
 tasks = Table(
     "conveyor_tasks",
     metadata,
-    # UUIDv7 ids sort by creation time: "newest first" and the list cursor use the id alone.
-    Column("id", String(64), primary_key=True),
-    Column("task", String(200), nullable=False),
-    Column("queue", String(200), nullable=False),
-    Column("status", String(16), nullable=False),
-    # Ordering key of the latest event applied (see store.progress_of); events with a lower
-    # key are late or duplicates and change nothing.
-    Column("progress", Integer, nullable=False, default=0),
-    Column("payload", JSONValue, nullable=False),
-    Column("result", JSONValue),
-    Column("error", JSONValue),
+    *_task_columns(),
+    *(
+        Column(name, type_, nullable=default is None, server_default=default)
+        for name, type_, default in _ADDED_TO_TASKS
+    ),
+)
+
+dead_letters = Table(
+    "conveyor_dead_letters",
+    metadata,
+    # The task id (the message id); a made-up one for messages without any.
+    Column("task_id", String(64), primary_key=True),
+    Column("task", String(200)),
+    Column("queue", String(200)),
+    Column("reason", String(64), nullable=False),
+    Column("error", Text),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("max_retries", Integer, nullable=False),
-    Column("timeout_s", Double, nullable=False),
-    Column("idempotency_key", String(200), unique=True),
-    Column("worker", String(200)),
-    Column("request_id", String(200)),
-    # Seconds since the epoch (UTC): the same type and precision on SQLite and PostgreSQL.
-    Column("created_at", Double, nullable=False),
-    Column("started_at", Double),
-    Column("finished_at", Double),
-    # The transactional outbox: False until the broker confirmed the publish.
-    Column("published", Boolean, nullable=False, default=False),
-    Index("ix_conveyor_tasks_status_id", "status", "id"),
-    Index("ix_conveyor_tasks_task_id", "task", "id"),
-    Index("ix_conveyor_tasks_published_created", "published", "created_at"),
-    Index("ix_conveyor_tasks_finished_at", "finished_at"),
+    Column("dead_lettered_at", Double, nullable=False),
+    # The message as it arrived, to publish it again on requeue.
+    Column("body", LargeBinary, nullable=False),
+    Column("headers", JSONValue, nullable=False),
+    Column("content_type", String(200)),
+    Index("ix_conveyor_dead_letters_at", "dead_lettered_at", "task_id"),
 )
 
 
-def _create_tasks(connection: Connection) -> None:
-    tasks.create(connection)
+def _v1_create_tasks(connection: Connection) -> None:
+    Table("conveyor_tasks", MetaData(), *_task_columns()).create(connection)
+
+
+def _v2_retries_and_dead_letters(connection: Connection) -> None:
+    for name, type_, default in _ADDED_TO_TASKS:
+        sql_type = type_.compile(dialect=connection.dialect)
+        not_null = f" NOT NULL DEFAULT {default}" if default is not None else ""
+        connection.execute(
+            text(f"ALTER TABLE conveyor_tasks ADD COLUMN {name} {sql_type}{not_null}")
+        )
+    dead_letters.create(connection)
 
 
 Migration = Callable[[Connection], None]
 
 # Append only: never edit a migration that has shipped.
-MIGRATIONS: Sequence[Migration] = (_create_tasks,)
+MIGRATIONS: Sequence[Migration] = (_v1_create_tasks, _v2_retries_and_dead_letters)
 
 
 def latest_version() -> int:

@@ -35,7 +35,7 @@ class ProducerService:
     def __init__(self, settings: ProducerSettings, catalog: Catalog | None = None) -> None:
         self.settings = settings
         self.catalog = catalog or builtin_catalog(settings.test_tasks)
-        self.topology = Topology(settings.namespace, settings.queue_type)
+        self.topology = Topology.of(settings)
         self.waiters = Waiters()
         self.store: TaskStore | None = None
         self.submitter: Submitter | None = None

@@ -29,8 +29,10 @@ from shared.events import TaskEvent, TaskState
 
 log = logging.getLogger(__name__)
 
-_RANK = {TaskState.RUNNING: 1, TaskState.SUCCEEDED: 3, TaskState.FAILED: 3}
+# A run starts (running) and ends one way: retrying, succeeded or failed.
+_RANK = {TaskState.RUNNING: 1, TaskState.RETRYING: 3, TaskState.SUCCEEDED: 3, TaskState.FAILED: 3}
 _TERMINAL = [status.value for status in TERMINAL_STATUSES]
+_FINAL_STATES = (TaskState.SUCCEEDED, TaskState.FAILED)
 APPLY_TRIES = 3
 
 
@@ -213,6 +215,7 @@ class TaskStore:
                 finished_at=bindparam("b_finished_at"),
                 result=bindparam("b_result", type_=tasks.c.result.type),
                 error=bindparam("b_error", type_=tasks.c.error.type),
+                next_attempt_at=bindparam("b_next_attempt_at"),
             )
         )
         for attempt in range(1, APPLY_TRIES + 1):
@@ -224,7 +227,7 @@ class TaskStore:
                 if attempt == APPLY_TRIES or error.connection_invalidated:
                     raise
                 log.info("applying %d events lost a race (%s); retrying", len(params), error)
-        return {e.task_id for e in events if e.state is not TaskState.RUNNING}
+        return {e.task_id for e in events if e.state in _FINAL_STATES}
 
     def _params(self, event: TaskEvent) -> dict[str, Any]:
         state, result, error = event.state, event.result, event.error
@@ -233,7 +236,7 @@ class TaskStore:
             if size > self._max_result_bytes:
                 state, result = TaskState.FAILED, None
                 error = _result_too_large(size, self._max_result_bytes)
-        terminal = state is not TaskState.RUNNING
+        terminal = state in _FINAL_STATES
         return {
             "b_id": event.task_id,
             "b_progress": progress_of(event.run, state),
@@ -243,7 +246,8 @@ class TaskStore:
             "b_started_at": event.started_at or event.at,
             "b_finished_at": event.at if terminal else None,
             "b_result": result if state is TaskState.SUCCEEDED else None,
-            "b_error": error if state is TaskState.FAILED else None,
+            "b_error": error if state in (TaskState.FAILED, TaskState.RETRYING) else None,
+            "b_next_attempt_at": event.retry_at if state is TaskState.RETRYING else None,
         }
 
     # Retention -------------------------------------------------------------------------
@@ -318,6 +322,7 @@ def _record(row: Row[Any]) -> TaskRecord:
         created_at=created_at,
         started_at=_time(row.started_at),
         finished_at=_time(row.finished_at),
+        next_attempt_at=_time(row.next_attempt_at),
     )
 
 

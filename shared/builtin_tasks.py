@@ -34,6 +34,10 @@ class FailPayload(StrictPayload):
         ge=0,
         description="Fail this many attempts, then succeed; absent: fail every attempt.",
     )
+    permanent: bool = Field(default=False, description="Fail for good: no retries.")
+    retry_after_s: float | None = Field(
+        default=None, ge=0, le=3600, description="Ask to be retried after this long instead."
+    )
 
 
 class CpuPayload(StrictPayload):

@@ -27,6 +27,8 @@ HEADER_MAX_RETRIES = "x-conveyor-max-retries"
 HEADER_TIMEOUT_S = "x-conveyor-timeout-s"
 HEADER_REQUEST_ID = "x-request-id"
 HEADER_RESENT = "x-conveyor-resent"
+HEADER_RUNS = "x-conveyor-runs"
+HEADER_RETRY_BASE = "x-conveyor-retry-base"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,16 @@ class TaskMessage:
     request_id: str | None = None
     # Published again by the outbox sweeper: it may have run already, so check first.
     resent: bool = False
+    # Starts of this task before this message (earlier attempts, crashes included): a run's
+    # number is runs_before + this message's delivery count, so `attempts` counts them all.
+    runs_before: int = 0
+    # Attempts before the last requeue from the dead letters: a requeue grants a fresh
+    # retry budget, the attempt number goes on.
+    retry_base: int = 0
+
+    @property
+    def retries_used(self) -> int:
+        return self.attempt - 1 - self.retry_base
 
     def resend(self) -> TaskMessage:
         """This task, flagged for publishing a second time."""
@@ -77,6 +89,10 @@ def encode(task: TaskMessage) -> Message:
         headers[HEADER_REQUEST_ID] = task.request_id
     if task.resent:
         headers[HEADER_RESENT] = True
+    if task.runs_before:
+        headers[HEADER_RUNS] = task.runs_before
+    if task.retry_base:
+        headers[HEADER_RETRY_BASE] = task.retry_base
     return Message(
         body=orjson.dumps(task.payload),
         content_type=CONTENT_TYPE,
@@ -124,6 +140,8 @@ def decode(message: AbstractMessage, queue: str) -> TaskMessage:
         created_at=timestamp.replace(tzinfo=UTC) if timestamp else datetime.now(UTC),
         request_id=request_id if isinstance(request_id, str) else None,
         resent=headers.get(HEADER_RESENT) is True,
+        runs_before=_int_header(headers, HEADER_RUNS, 0),
+        retry_base=_int_header(headers, HEADER_RETRY_BASE, 0),
     )
 
 

@@ -81,3 +81,58 @@ class TaskNotFound(ConveyorError):
 
 class InvalidResult(ConveyorError):
     """A handler returned something the store cannot keep: not JSON, or too large."""
+
+
+class Retry(ConveyorError):
+    """Raised by a handler: run this task again later (a control signal, not a failure).
+
+    `delay_s` overrides the backoff; the attempt still counts against `max_retries`.
+    """
+
+    def __init__(self, message: str = "retry requested", delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class PermanentFailure(ConveyorError):
+    """Raised by a handler: this task can never succeed; fail it now, without retries."""
+
+
+class TaskTimedOut(ConveyorError):
+    """A task ran past its time limit and was stopped (`stopped` says how)."""
+
+    def __init__(self, timeout_s: float, stopped: str = "its process was killed") -> None:
+        super().__init__(f"task ran past its time limit of {timeout_s:g}s and {stopped}")
+        self.timeout_s = timeout_s
+
+
+class ChildMemoryExceeded(ConveyorError):
+    """The child process of a sync task grew past CONVEYOR_MAX_CHILD_RSS_MB and was killed."""
+
+    def __init__(self, rss_mb: float, limit_mb: float) -> None:
+        super().__init__(
+            f"the task's process grew to {rss_mb:.0f} MB of memory (RSS), past "
+            f"CONVEYOR_MAX_CHILD_RSS_MB={limit_mb:g}, and was killed"
+        )
+        self.rss_mb = rss_mb
+        self.limit_mb = limit_mb
+
+
+class ChildDied(ConveyorError):
+    """The child process of a sync task died mid-task (crash, os._exit, outside kill);
+    `status` puts `exitcode` in words."""
+
+    def __init__(self, exitcode: int | None, status: str) -> None:
+        super().__init__(f"the task's process died mid-task ({status})")
+        self.exitcode = exitcode
+
+
+class ChildTaskFailed(TaskFailed):
+    """A sync handler raised an exception that cannot cross back from its child process as
+    itself (it does not survive pickling), so its type name, message and traceback do."""
+
+    def __init__(self, type_name: str, message: str, child_traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.child_traceback = child_traceback

@@ -22,6 +22,7 @@ class TaskState(StrEnum):
     """States a consumer reports; the store orders them by (run, state)."""
 
     RUNNING = "running"
+    RETRYING = "retrying"  # this attempt failed; the next one is scheduled (`retry_at`)
     SUCCEEDED = "succeeded"
     FAILED = "failed"
 
@@ -43,6 +44,7 @@ class TaskEvent:
     # Which start of the task this is (1 = first): redeliveries after a crash count, so the
     # store can order events of one attempt and count `attempts` as starts.
     run: int = 1
+    retry_at: float | None = None  # for `retrying`: when the next attempt is due
 
 
 def make_event(
@@ -57,6 +59,7 @@ def make_event(
     result: Any = None,
     error: dict[str, str] | None = None,
     run: int = 1,
+    retry_at: float | None = None,
 ) -> TaskEvent:
     """An event stamped with the current time."""
     return TaskEvent(
@@ -71,6 +74,7 @@ def make_event(
         result,
         error,
         run,
+        retry_at,
     )
 
 

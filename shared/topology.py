@@ -21,19 +21,51 @@ from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from pamqp.common import FieldTable
 
-from config.broker import RESERVED_QUEUE_NAMES
+from config.broker import RESERVED_QUEUE_NAMES, BrokerSettings
 from shared.events import EVENTS_ROUTING_KEY
 
 QueueType = Literal["quorum", "classic"]
 CHECK_TTL_MS = 10_000
+RETRY_QUEUE_IDLE_MS = 3_600_000
+# Retry delays are rounded to these steps (x 10^k ms), so a few queues serve every delay.
+RETRY_DELAY_STEPS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
+MIN_RETRY_DELAY_MS = 100
+
+
+def retry_delay_ms(delay_s: float) -> int:
+    """`delay_s` rounded to the nearest retry step (at least 100 ms), in milliseconds."""
+    wanted_ms = max(delay_s * 1000, MIN_RETRY_DELAY_MS)
+    return min(all_retry_delays_ms(wanted_ms * 10), key=lambda step: abs(step - wanted_ms))
+
+
+def all_retry_delays_ms(up_to_ms: float = 86_400_000) -> list[int]:
+    """Every retry delay step from 100 ms up to `up_to_ms` (default a day)."""
+    steps = []
+    scale = MIN_RETRY_DELAY_MS
+    while scale <= up_to_ms:
+        steps += [int(step * scale) for step in RETRY_DELAY_STEPS if step * scale <= up_to_ms]
+        scale *= 10
+    return steps
 
 
 @dataclass(frozen=True, slots=True)
 class Topology:
-    """Every name Conveyor uses on the broker, derived from one namespace."""
+    """Every name Conveyor uses on the broker, derived from one namespace, and the queue
+    arguments both services must declare alike."""
 
     namespace: str
     queue_type: QueueType = "quorum"
+    max_deliveries: int = 5
+    max_queue_length: int | None = None
+
+    @classmethod
+    def of(cls, settings: BrokerSettings) -> Topology:
+        return cls(
+            settings.namespace,
+            settings.queue_type,
+            settings.max_deliveries,
+            settings.max_queue_length,
+        )
 
     @property
     def tasks_exchange(self) -> str:
@@ -70,10 +102,37 @@ class Topology:
         return f"{self.namespace}.{queue}"
 
     def work_queue_arguments(self) -> FieldTable:
-        return {
+        arguments: FieldTable = {
             "x-queue-type": self.queue_type,
             "x-dead-letter-exchange": self.dead_letter_exchange,
         }
+        if self.queue_type == "quorum":
+            # The broker counts deliveries and dead-letters a crash loop (x-death reason
+            # delivery_limit); classic queues have no count, the run check keeps one instead.
+            arguments["x-delivery-limit"] = self.max_deliveries
+        if self.max_queue_length is not None:
+            arguments["x-max-length"] = self.max_queue_length
+            arguments["x-overflow"] = "reject-publish"  # a full queue nacks: HTTP 503
+        return arguments
+
+    def retry_queue(self, queue: str, delay_ms: int) -> str:
+        """Where retries of `queue` wait `delay_ms` before going back to it."""
+        return f"{self.work_queue(queue)}.retry.{delay_ms}"
+
+    def retry_queue_arguments(self, queue: str, delay_ms: int) -> FieldTable:
+        """A queue-level TTL (never per message: no head-of-line blocking) that dead-letters
+        back to the work queue; unused for an hour past its TTL, the queue deletes itself."""
+        arguments: FieldTable = {
+            "x-queue-type": self.queue_type,
+            "x-message-ttl": delay_ms,
+            "x-dead-letter-exchange": self.tasks_exchange,
+            "x-dead-letter-routing-key": queue,
+            "x-expires": delay_ms + RETRY_QUEUE_IDLE_MS,
+        }
+        if self.queue_type == "quorum":
+            arguments["x-dead-letter-strategy"] = "at-least-once"
+            arguments["x-overflow"] = "reject-publish"  # at-least-once requires it
+        return arguments
 
 
 async def declare_work_queue(
@@ -85,6 +144,17 @@ async def declare_work_queue(
     )
     await declared.bind(topology.tasks_exchange, routing_key=queue)
     return declared
+
+
+async def declare_retry_queue(
+    channel: AbstractChannel, topology: Topology, queue: str, delay_ms: int
+) -> str:
+    """Declare (idempotently) the retry queue of `queue` for `delay_ms`; its name."""
+    name = topology.retry_queue(queue, delay_ms)
+    await channel.declare_queue(
+        name, durable=True, arguments=topology.retry_queue_arguments(queue, delay_ms)
+    )
+    return name
 
 
 async def declare_topology(

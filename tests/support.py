@@ -26,7 +26,7 @@ import httpx
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from shared.events import TaskEvent, TaskState, decode_events
-from shared.topology import Topology
+from shared.topology import Topology, all_retry_delays_ms
 
 RUN_ID = secrets.token_hex(3)
 _counter = itertools.count(1)
@@ -175,6 +175,7 @@ async def delete_namespace(
     """Delete every queue and exchange of `topology` (a test's cleanup)."""
     channel = await connection.channel()
     names = [topology.work_queue(q) for q in queues]
+    names += [topology.retry_queue(q, ms) for q in queues for ms in all_retry_delays_ms(600_000)]
     names += [topology.dead_letter_queue, topology.recorder_queue, topology.checks_queue]
     for name in names:
         await channel.queue_delete(name)

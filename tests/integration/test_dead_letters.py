@@ -149,4 +149,4 @@ async def test_failing_handler_reports_failed_event_and_dead_letters_with_reason
     assert header_text(dead[task.id], REASON) == "failed"
     assert "TaskFailed" in header_text(dead[task.id], ERROR)
     assert "boom on purpose" in header_text(dead[task.id], ERROR)
-    assert orjson.loads(dead[task.id].body) == {"message": "boom on purpose", "times": None}
+    assert orjson.loads(dead[task.id].body)["message"] == "boom on purpose"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
-import httpx
 import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
@@ -19,67 +18,35 @@ from shared.envelope import TaskMessage, encode
 from shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
 from shared.ids import new_task_id
 from shared.topology import Topology
-from tests.support import EventLog, ServiceProcess, free_port, wait_http, wait_until
-
-OpenApi = Callable[..., Awaitable[httpx.AsyncClient]]
-
-
-@pytest.fixture
-async def open_api(
-    topology: Topology, spawn: Callable[..., ServiceProcess]
-) -> AsyncIterator[OpenApi]:
-    """`await open_api(**settings)`: a producer process on a free port, ready; its client."""
-    clients: list[httpx.AsyncClient] = []
-
-    async def start(**settings: Any) -> httpx.AsyncClient:
-        port = free_port()
-        spawn("producer", http_port=port, http_host="127.0.0.1", **settings)
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        clients.append(client)
-        await wait_http(client, "/readyz", 30)
-        return client
-
-    yield start
-    for client in clients:
-        await client.aclose()
+from tests.integration.conftest import OpenApi, statuses_seen, wait_status
+from tests.support import EventLog, ServiceProcess, wait_until
 
 
-async def wait_status(
-    api: httpx.AsyncClient, task_id: str, status: str, timeout_s: float = 30
-) -> dict[str, Any]:
-    """The record once it shows `status` (long-polls the wait endpoint for terminal ones)."""
-    record: dict[str, Any] = {}
-
-    async def reached() -> bool:
-        nonlocal record
-        record = (await api.get(f"/tasks/{task_id}/wait", params={"timeout_s": 1})).json()
-        return bool(record["status"] == status)
-
-    await wait_until(reached, timeout_s, f"task {task_id} to be {status}")
-    return record
-
-
-async def test_lifecycle_queued_running_succeeded_and_failed(
+async def test_lifecycle_queued_running_retrying_succeeded_and_failed(
     open_api: OpenApi, spawn: Callable[..., ServiceProcess], database_url: str
 ) -> None:
     api = await open_api(database_url=database_url)
     sleeper = (await api.post("/tasks", json={"task": "sleep", "payload": {"seconds": 1.5}})).json()
-    failing = (await api.post("/tasks", json={"task": "fail", "payload": {"message": "no"}})).json()
+    failing = {"task": "fail", "payload": {"message": "no"}, "max_retries": 1}
+    failing = (await api.post("/tasks", json=failing)).json()
     assert (sleeper["status"], failing["status"]) == ("queued", "queued")
     assert (await api.get(f"/tasks/{sleeper['id']}")).json()["status"] == "queued"
 
-    consumer = spawn("consumer", report_running_after_s=0.1)
+    consumer = spawn("consumer", report_running_after_s=0.1, retry_backoff_s=1)
     running = await wait_status(api, sleeper["id"], "running")
     assert running["attempts"] == 1 and running["started_at"] and running["worker"]
     assert str(consumer.pid) in running["worker"]
-
     done = await wait_status(api, sleeper["id"], "succeeded")
     assert done["result"] == {"slept_s": 1.5}
     assert done["finished_at"] >= done["started_at"] >= done["created_at"]
-    failed = await wait_status(api, failing["id"], "failed")
+
+    seen = await statuses_seen(api, failing["id"], "failed")
+    assert [r["status"] for r in seen][-2:] == ["retrying", "failed"]
+    assert seen[-2]["next_attempt_at"] and seen[-2]["error"]["message"] == "no"
+    failed = seen[-1]
     assert failed["error"]["type"] == "TaskFailed" and failed["error"]["message"] == "no"
     assert "Traceback" in failed["error"]["traceback"]
-    assert failed["attempts"] == 1
+    assert failed["attempts"] == 2 and failed["next_attempt_at"] is None
 
     listed = (await api.get("/tasks", params={"status": "failed"})).json()
     assert [item["id"] for item in listed["items"]] == [failing["id"]]

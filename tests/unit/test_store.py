@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from producer.records import TaskStatus
@@ -43,6 +43,30 @@ async def test_migrations_run_once_and_record_the_version(tmp_path: Path) -> Non
         assert [row.version for row in versions] == [len(MIGRATIONS)]
     finally:
         await engine.dispose()
+
+
+async def test_version_1_data_survives_the_migration_to_the_latest(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: schema_version.create(sync))
+        await connection.execute(schema_version.insert().values(id=1, version=1))
+        await connection.run_sync(MIGRATIONS[0])
+        await connection.execute(
+            text(
+                "INSERT INTO conveyor_tasks (id, task, queue, status, progress, payload, "
+                "attempts, max_retries, timeout_s, created_at, published) VALUES "
+                "('old-1', 'echo', 'default', 'succeeded', 7, '{\"a\": 1}', 1, 3, 300, 1.0, 1)"
+            )
+        )
+    await engine.dispose()
+    store = await TaskStore.open(url)
+    try:
+        record = await store.get("old-1")
+        assert record is not None and record.payload == {"a": 1}
+        assert record.status is TaskStatus.SUCCEEDED and record.next_attempt_at is None
+    finally:
+        await store.close()
 
 
 async def test_a_database_from_a_newer_conveyor_is_refused(tmp_path: Path) -> None:

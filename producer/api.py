@@ -13,6 +13,8 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
+from producer.dead_letter_api import dead_letter_routes
+from producer.dead_letters import DeadLetterDesk
 from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from producer.http_guards import BearerAuth, BodyLimit, RequestId
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
@@ -39,6 +41,9 @@ class Backend(Protocol):
     @property
     def waiters(self) -> Waiters: ...
 
+    @property
+    def dead_letters(self) -> DeadLetterDesk | None: ...
+
 
 class BatchSubmission(BaseModel):
     tasks: Annotated[list[TaskSubmission], Field(min_length=1)]
@@ -60,6 +65,11 @@ class _Access:
         if self.backend.store is None:
             raise StoreUnavailable("the task store is not open yet")
         return self.backend.store
+
+    def dead_letters(self) -> DeadLetterDesk:
+        if self.backend.dead_letters is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        return self.backend.dead_letters
 
     async def record(self, task_id: str) -> TaskRecord:
         record = await self.store().get(task_id)
@@ -91,6 +101,7 @@ def create_app(
     access = _Access(backend)
     app.include_router(_submission_routes(access, max_batch_size))
     app.include_router(_record_routes(access))
+    app.include_router(dead_letter_routes(access.dead_letters, access.store))
     app.include_router(_health_routes(backend))
     return app
 

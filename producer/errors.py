@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from config import redact_text
 from shared.errors import (
     BrokerUnavailable,
+    Conflict,
     InvalidPayload,
     PublishFailed,
     StoreUnavailable,
@@ -98,6 +99,10 @@ async def _publish_failed(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _conflict(request: Request, error: Exception) -> JSONResponse:
+    return error_response(409, "conflict", str(error))
+
+
 async def _task_not_found(request: Request, error: Exception) -> JSONResponse:
     return error_response(404, "not_found", str(error))
 
@@ -126,6 +131,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(PublishFailed, _publish_failed)
     app.add_exception_handler(TaskNotFound, _task_not_found)
+    app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(HTTPException, _http_error)

@@ -12,6 +12,8 @@ from aio_pika.abc import AbstractRobustConnection
 
 from config import ProducerSettings, redact_text, redact_url
 from producer.checks import RunChecks
+from producer.dead_letter_store import DeadLetterStore
+from producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
 from producer.maintenance import Maintenance
 from producer.publisher import Publisher
 from producer.recorder import Recorder
@@ -40,6 +42,7 @@ class ProducerService:
         self.store: TaskStore | None = None
         self.submitter: Submitter | None = None
         self.recorder: Recorder | None = None
+        self.dead_letters: DeadLetterDesk | None = None
         self._connections: list[AbstractRobustConnection] = []
         self._parts: list[Recorder | FinishedNotices | Maintenance] = []
         self._connecting: asyncio.Task[None] | None = None
@@ -108,6 +111,9 @@ class ProducerService:
         self.recorder = Recorder(consuming, self.topology, store, notices.announce)
         await self.recorder.start()
         await RunChecks(consuming, self.topology, store).start()
+        letters = DeadLetterStore(store.engine)
+        await DeadLetterKeeper(consuming, self.topology, letters, store).start()
+        self.dead_letters = DeadLetterDesk(letters, store, publisher)
         maintenance = Maintenance(
             store,
             publisher,

@@ -67,6 +67,10 @@ class NotConfigured(ConveyorError):
     """A task needs a setting that is missing (e.g. send_email without CONVEYOR_SMTP_URL)."""
 
 
+class Conflict(ConveyorError):
+    """The request contradicts the task's state (e.g. requeueing what is no task)."""
+
+
 class StoreUnavailable(ConveyorError):
     """The task database cannot be reached right now; try again later."""
 

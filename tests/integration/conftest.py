@@ -8,7 +8,6 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.topology import Topology
 from tests.support import ServiceProcess, free_port, wait_http, wait_until
 
 
@@ -22,9 +21,7 @@ OpenApi = Callable[..., Awaitable[httpx.AsyncClient]]
 
 
 @pytest.fixture
-async def open_api(
-    topology: Topology, spawn: Callable[..., ServiceProcess]
-) -> AsyncIterator[OpenApi]:
+async def open_api(spawn: Callable[..., ServiceProcess]) -> AsyncIterator[OpenApi]:
     """`await open_api(**settings)`: a producer process on a free port, ready; its client."""
     clients: list[httpx.AsyncClient] = []
 

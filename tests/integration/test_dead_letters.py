@@ -1,4 +1,8 @@
-"""Messages a consumer cannot run end in `{ns}.dead` with why; the consumer carries on."""
+"""Messages a consumer cannot run end in `{ns}.dead` with why; the consumer carries on.
+
+These run consumers only (no producer drains `{ns}.dead` here), so the test reads the
+dead-letter queue itself; test_dead_letter_api.py covers the producer's side.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from producer.submission import Submitter, TaskSubmission
-from shared.envelope import HEADER_ATTEMPT, HEADER_TASK, HEADER_VERSION
+from shared.envelope import HEADER_ATTEMPT, HEADER_MAX_RETRIES, HEADER_TASK, HEADER_VERSION
 from shared.events import TaskState
 from shared.topology import Topology
 from tests.support import EventLog, ServiceProcess, queue_depth, wait_until
@@ -81,7 +84,6 @@ def envelope_headers(task: str | None) -> dict[str, Any]:
 async def test_bad_messages_are_dead_lettered_with_their_reason_and_the_consumer_carries_on(
     broker: AbstractRobustConnection,
     topology: Topology,
-    submitter: Submitter,
     events: EventLog,
     spawn: Callable[..., ServiceProcess],
 ) -> None:
@@ -93,9 +95,9 @@ async def test_bad_messages_are_dead_lettered_with_their_reason_and_the_consumer
     unknown = await inject(broker, topology, b"{}", envelope_headers("no_such_task"))
     invalid = await inject(broker, topology, b'{"seconds": "x"}', envelope_headers("sleep"))
     good = await inject(broker, topology, b'{"hello": "world"}', envelope_headers("echo"))
-    after = await submitter.submit(TaskSubmission(task="echo", payload={"after": True}))
+    after = await inject(broker, topology, b'{"after": true}', envelope_headers("echo"))
 
-    await events.wait_finished({good, after.id}, timeout_s=20)
+    await events.wait_finished({good, after}, timeout_s=20)
     dead = await dead_letters(broker, topology, 4)
 
     expected = {
@@ -112,10 +114,10 @@ async def test_bad_messages_are_dead_lettered_with_their_reason_and_the_consumer
     assert dead[invalid].body == b'{"seconds": "x"}'  # the original body, unchanged
 
     # Only the two good messages ran, once each.
-    assert {e.task_id for e in events.events} == {good, after.id}
-    assert events.succeeded_count() == {good: 1, after.id: 1}
+    assert {e.task_id for e in events.events} == {good, after}
+    assert events.succeeded_count() == {good: 1, after: 1}
     results = {e.task_id: e.result for e in events.of_state(TaskState.SUCCEEDED)}
-    assert results == {good: {"hello": "world"}, after.id: {"after": True}}
+    assert results == {good: {"hello": "world"}, after: {"after": True}}
     channel = await broker.channel()
     assert await queue_depth(channel, topology.work_queue("default")) == 0
     await channel.close()
@@ -125,19 +127,17 @@ async def test_bad_messages_are_dead_lettered_with_their_reason_and_the_consumer
 async def test_failing_handler_reports_failed_event_and_dead_letters_with_reason_failed(
     broker: AbstractRobustConnection,
     topology: Topology,
-    submitter: Submitter,
     events: EventLog,
     spawn: Callable[..., ServiceProcess],
 ) -> None:
     spawn("consumer")
-    task = await submitter.submit(
-        TaskSubmission(task="fail", payload={"message": "boom on purpose"}, max_retries=0)
-    )
+    no_retries = {**envelope_headers("fail"), HEADER_MAX_RETRIES: 0}
+    task_id = await inject(broker, topology, b'{"message": "boom on purpose"}', no_retries)
 
-    await events.wait_finished({task.id}, timeout_s=20)
+    await events.wait_finished({task_id}, timeout_s=20)
 
     failed = events.of_state(TaskState.FAILED)
-    assert len(failed) == 1 and failed[0].task_id == task.id
+    assert len(failed) == 1 and failed[0].task_id == task_id
     error = failed[0].error
     assert error is not None
     assert (error["type"], error["message"]) == ("TaskFailed", "boom on purpose")
@@ -145,8 +145,8 @@ async def test_failing_handler_reports_failed_event_and_dead_letters_with_reason
     assert events.of_state(TaskState.SUCCEEDED) == []
     assert failed[0].started_at is not None and failed[0].started_at <= failed[0].at
     dead = await dead_letters(broker, topology, 1)
-    assert set(dead) == {task.id}
-    assert header_text(dead[task.id], REASON) == "failed"
-    assert "TaskFailed" in header_text(dead[task.id], ERROR)
-    assert "boom on purpose" in header_text(dead[task.id], ERROR)
-    assert orjson.loads(dead[task.id].body)["message"] == "boom on purpose"
+    assert set(dead) == {task_id}
+    assert header_text(dead[task_id], REASON) == "failed"
+    assert "TaskFailed" in header_text(dead[task_id], ERROR)
+    assert "boom on purpose" in header_text(dead[task_id], ERROR)
+    assert orjson.loads(dead[task_id].body)["message"] == "boom on purpose"

@@ -50,6 +50,7 @@ class Backend:
     store: TaskStore | None = None
     submitter: Submitter | None = None
     waiters: Waiters = field(default_factory=Waiters)
+    dead_letters: None = None
 
 
 @pytest.fixture

@@ -1,0 +1,185 @@
+"""The dead-letter queue as something people can manage: drained into the store, listed,
+requeued and purged.
+
+Consumers (and the broker, for crash loops) dead-letter to `{ns}.dlx` -> `{ns}.dead`. Every
+producer replica drains `{ns}.dead` into the dead-letter table, acking each message only once
+it is committed. A requeue publishes the task again under its own id with the next attempt
+number and a fresh retry budget; its record goes back to `queued` and keeps its history.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from aio_pika import Message
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
+from producer.dead_letter_store import DeadLetter, DeadLetterStore
+from producer.publisher import TaskPublisher
+from producer.store import TaskStore
+from shared.envelope import HEADER_ATTEMPT, HEADER_TASK, decode
+from shared.errors import Conflict, TaskNotFound, UndecodableMessage
+from shared.topology import Topology
+
+log = logging.getLogger(__name__)
+
+HEADER_REASON = "x-conveyor-reason"
+HEADER_ERROR = "x-conveyor-error"
+HEADER_SOURCE_QUEUE = "x-conveyor-queue"
+# Headers that describe the dead-lettering, not the task: dropped when it is requeued.
+_DEAD_LETTER_HEADERS = {
+    HEADER_REASON,
+    HEADER_ERROR,
+    HEADER_SOURCE_QUEUE,
+    "x-conveyor-dead-lettered-at",
+}
+
+
+class NotRequeueable(Conflict):
+    """A dead letter that is no task (undecodable): it can only be purged."""
+
+
+class DeadLetterKeeper:
+    """Consumes `{ns}.dead` into the dead-letter table."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        letters: DeadLetterStore,
+        store: TaskStore,
+    ) -> None:
+        self._connection = connection
+        self._topology = topology
+        self._letters = letters
+        self._store = store
+
+    async def start(self) -> None:
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=50)
+        queue = await channel.get_queue(self._topology.dead_letter_queue, ensure=False)
+        await queue.consume(self._keep)
+
+    async def _keep(self, message: AbstractIncomingMessage) -> None:
+        try:
+            letter = await self._letter_of(message)
+            await self._letters.keep(letter)
+        except Exception as error:
+            # The database is down: leave it in the queue, try again shortly.
+            log.error("could not keep dead letter %s: %r", message.message_id, error)
+            await message.nack(requeue=True)
+            return
+        log.info("dead letter kept: task %s (%s)", letter.task_id, letter.reason)
+        await message.ack()
+
+    async def _letter_of(self, message: AbstractIncomingMessage) -> DeadLetter:
+        headers = dict(message.headers or {})
+        death = _first_death(headers)
+        reason = _text(headers.get(HEADER_REASON)) or _text(death.get("reason")) or "unknown"
+        error = _text(headers.get(HEADER_ERROR))
+        if reason == "delivery_limit" and not error:
+            error = (
+                f"delivered more than {self._topology.max_deliveries} times without finishing "
+                "(it keeps crashing or stalling its consumer)"
+            )
+        queue = _text(headers.get(HEADER_SOURCE_QUEUE)) or _text(death.get("queue")) or None
+        if queue and queue.startswith(f"{self._topology.namespace}."):
+            queue = queue.removeprefix(f"{self._topology.namespace}.")
+        task_id = message.message_id or f"unidentified-{uuid.uuid4()}"
+        attempt = headers.get(HEADER_ATTEMPT)
+        record = await self._store.get(task_id)
+        attempts = max(
+            record.attempts if record else 0,
+            attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0,
+        )
+        return DeadLetter(
+            task_id=task_id,
+            task=_text(headers.get(HEADER_TASK)) or None,
+            queue=queue,
+            reason=reason,
+            error=error,
+            attempts=attempts,
+            dead_lettered_at=time.time(),
+            body=message.body,
+            headers={
+                k: _plain(v)
+                for k, v in headers.items()
+                if k.startswith("x-conveyor-") or k == "x-request-id"
+            },
+            content_type=message.content_type,
+        )
+
+
+class DeadLetterDesk:
+    """Requeues and purges dead letters (the API's side)."""
+
+    def __init__(
+        self, letters: DeadLetterStore, store: TaskStore, publisher: TaskPublisher
+    ) -> None:
+        self.letters = letters
+        self._store = store
+        self._publisher = publisher
+
+    async def requeue(self, task_id: str) -> None:
+        """Publish the task again: same id, next attempt, a fresh retry budget."""
+        letter = await self.letters.get(task_id)
+        if letter is None:
+            raise TaskNotFound(task_id)
+        if letter.queue is None:
+            raise NotRequeueable(f"dead letter {task_id!r} names no queue; purge it instead")
+        headers = {k: v for k, v in letter.headers.items() if k not in _DEAD_LETTER_HEADERS}
+        original = Message(
+            letter.body, headers=headers, message_id=task_id, content_type=letter.content_type
+        )
+        try:
+            task = decode(original, letter.queue)
+        except UndecodableMessage as error:
+            raise NotRequeueable(
+                f"dead letter {task_id!r} is not a task ({error.reason}); purge it instead"
+            ) from None
+        record = await self._store.get(task_id)
+        runs = max(record.attempts if record else 0, task.runs_before)
+        again = replace(
+            task, attempt=task.attempt + 1, retry_base=task.attempt, runs_before=runs, resent=False
+        )
+        await self._publisher.publish(again)
+        await self.letters.requeued(task_id)
+        log.info("requeued task %s as attempt %d", task_id, again.attempt)
+
+    async def requeue_all(self) -> tuple[int, int]:
+        """Requeue every dead letter that is a task; (requeued, skipped)."""
+        requeued = skipped = 0
+        for task_id in await self.letters.task_ids():
+            try:
+                await self.requeue(task_id)
+                requeued += 1
+            except (NotRequeueable, TaskNotFound):
+                skipped += 1
+        return requeued, skipped
+
+
+def _first_death(headers: dict[str, Any]) -> dict[str, Any]:
+    """The newest x-death entry the broker added (e.g. reason delivery_limit)."""
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        return deaths[0]
+    return {}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else ""
+
+
+def _plain(value: Any) -> Any:
+    """A header value as JSON can hold it."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

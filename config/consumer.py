@@ -46,6 +46,18 @@ class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
     retry_backoff_max_s: float = Field(
         default=300.0, gt=0, le=86_400, description="Longest delay between two attempts."
     )
+    max_child_rss_mb: float | None = Field(
+        default=1024.0,
+        ge=64,
+        description="Kill a sync handler's child process whose resident memory grows past "
+        "this many MB (unset: no limit).",
+    )
+    max_tasks_per_child: int | None = Field(
+        default=1000,
+        ge=1,
+        description="Replace a sync child process after this many tasks, so leaks cannot "
+        "pile up (unset: never).",
+    )
     events: bool = Field(
         default=True,
         description="Publish task status events (running/succeeded/failed) to the events exchange.",

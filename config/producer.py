@@ -31,6 +31,12 @@ class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
     max_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Most tasks in one POST /tasks/batch."
     )
+    broker_consumer_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="The broker's consumer_timeout (RabbitMQ: 30 min by default): a task "
+        "whose timeout_s does not fit under it is refused with 422.",
+    )
     max_payload_bytes: int = Field(
         default=1_048_576,
         ge=1_024,
@@ -40,6 +46,13 @@ class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
         default=None,
         description="Comma-separated API tokens; when set, every endpoint but /healthz and "
         "/readyz needs `Authorization: Bearer <token>`.",
+    )
+    rate_limit_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Submissions (POST /tasks, POST /tasks/batch) a second per client, by API "
+        "token or else address, with a burst of one second's worth; more get 429 with "
+        "Retry-After. Unset: no limit.",
     )
 
     def api_token_list(self) -> list[str]:

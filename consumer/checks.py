@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass
 
 import orjson
 from aio_pika import Message
@@ -22,8 +23,21 @@ log = logging.getLogger(__name__)
 REPLY_TO = "amq.rabbitmq.reply-to"
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The producers' answer: run it, or why not."""
+
+    run: bool = True
+    finished_as: str | None = None  # the terminal status of a task that already ran
+    dead_letter: bool = False  # redelivered more than CONVEYOR_MAX_DELIVERIES times
+
+
+RUN = Verdict()
+
+
 class RunCheck:
-    """`await check.finished(task_id)`: the task's terminal status, or None if it may run."""
+    """`await check.verdict(task_id, redelivered)`: whether a task that may have run before
+    should run now."""
 
     def __init__(
         self, connection: AbstractRobustConnection, topology: Topology, timeout_s: float = 5.0
@@ -39,8 +53,8 @@ class RunCheck:
         replies = await self._channel.get_queue(REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)
 
-    async def finished(self, task_id: str) -> str | None:
-        """The status of `task_id` if it already reached a terminal one, else None."""
+    async def verdict(self, task_id: str, redelivered: bool) -> Verdict:
+        """Ask the producers about `task_id`; RUN when none answers in time."""
         assert self._channel is not None, "RunCheck.start() was not awaited"
         correlation_id = uuid.uuid4().hex
         future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
@@ -49,7 +63,7 @@ class RunCheck:
             async with asyncio.timeout(self._timeout_s):
                 await self._channel.default_exchange.publish(
                     Message(
-                        orjson.dumps({"task_id": task_id}),
+                        orjson.dumps({"task_id": task_id, "redelivered": redelivered}),
                         correlation_id=correlation_id,
                         reply_to=REPLY_TO,
                         expiration=self._timeout_s,
@@ -61,11 +75,17 @@ class RunCheck:
             log.warning(
                 "no producer answered whether task %s already ran (%r); running it", task_id, error
             )
-            return None
+            return RUN
         finally:
             self._pending.pop(correlation_id, None)
+        if reply.get("run", True) is not False:
+            return RUN
         status = reply.get("status")
-        return None if reply.get("run", True) else str(status)
+        return Verdict(
+            run=False,
+            finished_as=str(status) if status else None,
+            dead_letter=reply.get("dead_letter") is True,
+        )
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.get(message.correlation_id or "")

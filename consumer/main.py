@@ -64,7 +64,11 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             queues=settings.queues,
             concurrency=settings.concurrency,
             prefetch=settings.prefetch,
-            sync_runner=SyncRunner(settings.concurrency * len(settings.queues)),
+            sync_runner=SyncRunner(
+                settings.concurrency * len(settings.queues),
+                max_rss_mb=settings.max_child_rss_mb,
+                max_tasks_per_child=settings.max_tasks_per_child,
+            ),
             run_check=run_check,
             retrier=retrier,
             ack_after_report=settings.ack_after_report,

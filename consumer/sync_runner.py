@@ -1,61 +1,95 @@
-"""Runs sync handlers in child processes, off the event loop.
+"""Runs sync handlers in a pool of child processes, off the event loop.
 
 CPU-bound handlers in a thread would still compete for the GIL with the loop that answers
-broker heartbeats; child processes don't. Children start with `spawn` (forking a process
-that runs an event loop and sockets is unsafe).
+broker heartbeats; child processes don't. Each child runs one task at a time, so the pool can
+kill exactly the child of a task that overruns its time limit, grows past its memory limit or
+is cancelled, and replace it; children are recycled after a number of tasks so leaks cannot
+pile up. One child is consumer/child_process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import multiprocessing
-import signal
-import sys
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from consumer.child_process import ChildProcess
 from consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
 
 
-def _die_with_parent() -> None:
-    """In a child: ask Linux to SIGKILL us when the consumer dies, even by SIGKILL.
-
-    Without it, a child busy with a long task outlives a killed consumer and burns CPU.
-    """
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
 class SyncRunner:
-    """A pool of `size` child processes, created on first use and rebuilt if one dies."""
+    """Up to `size` child processes, started on first use, reused, replaced when killed.
 
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._pool: ProcessPoolExecutor | None = None
+    Args:
+        max_rss_mb: kill a child whose resident memory grows past this while it runs a task
+            (CONVEYOR_MAX_CHILD_RSS_MB); None: no limit.
+        max_tasks_per_child: retire a child after this many tasks
+            (CONVEYOR_MAX_TASKS_PER_CHILD); None: children live until killed.
+        rss_check_interval_s: how often a running child's memory is sampled.
+    """
 
-    def _ensure_pool(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self._size,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_die_with_parent,
-            )
-        return self._pool
+    def __init__(
+        self,
+        size: int,
+        *,
+        max_rss_mb: float | None = None,
+        max_tasks_per_child: int | None = None,
+        rss_check_interval_s: float = 0.5,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"a SyncRunner needs at least one child, not {size}")
+        self._max_rss_mb = max_rss_mb
+        self._max_tasks_per_child = max_tasks_per_child
+        self._rss_check_interval_s = rss_check_interval_s
+        self._mp = multiprocessing.get_context("spawn")
+        self._free = asyncio.Semaphore(size)
+        self._idle: list[ChildProcess] = []
+        self._children: set[ChildProcess] = set()  # idle, busy or retiring: close() stops all
 
-    async def run(self, fn: SyncHandlerFn, payload: Any, ctx: TaskContext) -> JSONValue:
-        """fn(payload, ctx) in a child process."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._ensure_pool(), fn, payload, ctx)
-        except BrokenProcessPool:
-            self.close()  # the next task gets a fresh pool
-            raise
+    async def run(
+        self, fn: SyncHandlerFn, payload: Any, ctx: TaskContext, timeout_s: float | None = None
+    ) -> JSONValue:
+        """fn(payload, ctx) in an idle child; waits for one while all `size` are busy.
+
+        `timeout_s` counts from when the handler starts in the child.
+
+        Raises:
+            TaskTimedOut, ChildMemoryExceeded, ChildDied: the child was killed or died; a
+                fresh one takes its place.
+            Whatever fn raised (ChildTaskFailed when that does not survive pickling).
+            asyncio.CancelledError: after the child running the task was killed.
+        """
+        async with self._free:
+            child = self._take()
+            try:
+                return await child.call(fn, payload, ctx, timeout_s)
+            finally:
+                self._put_back(child)
 
     def close(self) -> None:
-        """Stop the children without waiting for running tasks."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """Kill every child, running tasks included, and reap them; the next run starts anew."""
+        for child in self._children:
+            child.close()
+        self._children.clear()
+        self._idle.clear()
+
+    def _take(self) -> ChildProcess:
+        self._children = {child for child in self._children if not child.closed}
+        while self._idle:
+            child = self._idle.pop()
+            if child.alive:
+                return child
+            child.close()  # died while idle (e.g. the kernel's OOM killer)
+        child = ChildProcess(self._mp, self._max_rss_mb, self._rss_check_interval_s)
+        self._children.add(child)
+        return child
+
+    def _put_back(self, child: ChildProcess) -> None:
+        if not child.alive:
+            child.close()
+        elif self._max_tasks_per_child is not None and (
+            child.tasks_done >= self._max_tasks_per_child
+        ):
+            child.retire()
+        else:
+            self._idle.append(child)

@@ -37,6 +37,7 @@ from shared.errors import (
     InvalidResult,
     PermanentFailure,
     Retry,
+    TaskTimedOut,
     UndecodableMessage,
     UnknownTask,
 )
@@ -45,6 +46,8 @@ from shared.logs import log_context
 from shared.topology import Topology, declare_work_queue
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 300.0
 
 
 @dataclass(eq=False)
@@ -206,13 +209,12 @@ class Worker:
     ) -> None:
         ctx = TaskContext(task.id, task.task, task.attempt, self.worker_id)
         redelivered = bool(message.redelivered)
-        if (redelivered or task.resent) and await self._already_finished(task):
-            await _settle(message.ack(), message)
+        if (redelivered or task.resent) and not await self._may_run(message, queue, task):
             return
         run_number = _run_number(message, task)
         run = self._start_run(task, redelivered, run_number)
         try:
-            result = self._checked(await self._call(handler, payload, ctx))
+            result = self._checked(await self._call(handler, payload, ctx, self._limit_of(task)))
         except asyncio.CancelledError:
             # Shutdown outran the grace period: give the task back, don't dead-letter it.
             log.warning("task %s interrupted by shutdown; requeued", task.id)
@@ -282,17 +284,34 @@ class Worker:
         )
         return task.retries_used < max_retries
 
-    async def _already_finished(self, task: TaskMessage) -> bool:
-        """A redelivered or re-sent task may have run: ask the producers (rare path)."""
+    async def _may_run(
+        self, message: AbstractIncomingMessage, queue: str, task: TaskMessage
+    ) -> bool:
+        """A redelivered or re-sent task may have run: ask the producers (rare path). If it
+        must not run, settle it here: ack a finished one, dead-letter a crash loop."""
         log.info("task %s was %s; checking it did not finish already", task.id, _why(task))
         if self._run_check is None:
-            return False
-        status = await self._run_check.finished(task.id)
-        if status is None:
-            return False
+            return True
+        verdict = await self._run_check.verdict(task.id, bool(message.redelivered))
+        if verdict.run:
+            return True
         self.stats["skipped"] += 1
-        log.info("task %s is already %s; acked without running it again", task.id, status)
-        return True
+        if verdict.dead_letter:
+            await self._reject(
+                message,
+                queue,
+                "delivery_limit",
+                f"delivered more than {self._topology.max_deliveries} times without finishing "
+                "(it keeps crashing or stalling its consumer)",
+            )
+        else:
+            log.info(
+                "task %s is already %s; acked without running it again",
+                task.id,
+                verdict.finished_as,
+            )
+            await _settle(message.ack(), message)
+        return False
 
     def _checked(self, result: JSONValue) -> JSONValue:
         """`result` if the store can keep it: JSON, within CONVEYOR_MAX_RESULT_BYTES."""
@@ -359,10 +378,27 @@ class Worker:
                     self._reporter.emit(run.event(TaskState.RUNNING))
                     run.reported = True
 
-    async def _call(self, handler: Handler, payload: object, ctx: TaskContext) -> JSONValue:
+    def _limit_of(self, task: TaskMessage) -> float:
+        if task.timeout_s is not None:
+            return task.timeout_s
+        spec = self._catalog.get(task.task)
+        return spec.timeout_s if spec is not None else DEFAULT_TIMEOUT_S
+
+    async def _call(
+        self, handler: Handler, payload: object, ctx: TaskContext, timeout_s: float
+    ) -> JSONValue:
+        """Run the handler within its time limit: a sync one's child process is killed at
+        the limit, an async one is cancelled."""
         if handler.sync:
-            return await self._sync_runner.run(handler.fn, payload, ctx)
-        return await handler.fn(payload, ctx)
+            return await self._sync_runner.run(handler.fn, payload, ctx, timeout_s)
+        limit = asyncio.timeout(timeout_s)
+        try:
+            async with limit:
+                return await handler.fn(payload, ctx)
+        except TimeoutError:
+            if limit.expired():
+                raise TaskTimedOut(timeout_s, "it was cancelled") from None
+            raise  # the handler's own TimeoutError
 
     async def _reject(
         self,

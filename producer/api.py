@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from producer.dead_letter_api import dead_letter_routes
 from producer.dead_letters import DeadLetterDesk
 from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
-from producer.http_guards import BearerAuth, BodyLimit, RequestId
+from producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
 from producer.store import TaskStore
 from producer.submission import Submitter, TaskSubmission
@@ -84,6 +84,7 @@ def create_app(
     max_batch_size: int = 1000,
     max_payload_bytes: int = 1_048_576,
     api_tokens: Sequence[str] = (),
+    rate_limit_per_s: float | None = None,
 ) -> FastAPI:
     """The FastAPI app over `backend`."""
     app = FastAPI(
@@ -94,9 +95,13 @@ def create_app(
         strict_content_type=False,
     )
     install_error_handlers(app)
-    # The last added runs first: every response, 401 and 413 included, echoes the request id.
-    app.add_middleware(BearerAuth, tokens=api_tokens)
+    # The last added runs first: RequestId, BearerAuth, RateLimit, BodyLimit. Every response
+    # (401, 429 and 413 included) echoes the request id; a request without a valid token gets
+    # 401 and spends no one's rate; a limited one is refused before its body is read.
     app.add_middleware(BodyLimit, max_bytes=max_payload_bytes)
+    # Without configured tokens a client could send a new made-up one each time: by address.
+    app.add_middleware(RateLimit, per_s=rate_limit_per_s, by_token=bool(api_tokens))
+    app.add_middleware(BearerAuth, tokens=api_tokens)
     app.add_middleware(RequestId)
     access = _Access(backend)
     app.include_router(_submission_routes(access, max_batch_size))

@@ -2,7 +2,9 @@
 
 A consumer asks only about a redelivered or re-sent message (the rare case), over RabbitMQ
 RPC: the common path pays nothing, and consumers never open the database. A task whose
-record is already terminal must not run again; anything else may.
+record is already terminal must not run again; one redelivered more than
+CONVEYOR_MAX_DELIVERIES times must be dead-lettered (classic queues count no deliveries, so
+this count is theirs; quorum queues' own limit acts first); anything else may run.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class RunChecks:
     def __init__(
         self, connection: AbstractRobustConnection, topology: Topology, store: TaskStore
     ) -> None:
+        self._max_deliveries = topology.max_deliveries
         self._connection = connection
         self._topology = topology
         self._store = store
@@ -39,7 +42,8 @@ class RunChecks:
     async def _answer(self, request: AbstractIncomingMessage) -> None:
         assert self._channel is not None
         try:
-            task_id = str(orjson.loads(request.body)["task_id"])
+            asked = orjson.loads(request.body)
+            task_id, redelivered = str(asked["task_id"]), asked.get("redelivered") is True
         except (orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignored a malformed run check: %r", request.body[:200])
             return
@@ -47,12 +51,20 @@ class RunChecks:
             return
         try:
             record = await self._store.get(task_id)
+            redeliveries = await self._store.count_redelivery(task_id) if redelivered else 0
         except Exception as error:
             # No answer: the consumer waits out its timeout and runs the task (at least once).
             log.warning("could not check task %s: %r", task_id, error)
             return
         status = None if record is None else record.status
-        reply = {"task_id": task_id, "run": status is None or not status.terminal, "status": status}
+        finished = status is not None and status.terminal
+        dead_letter = not finished and redeliveries > self._max_deliveries
+        reply = {
+            "task_id": task_id,
+            "run": not finished and not dead_letter,
+            "status": status,
+            "dead_letter": dead_letter,
+        }
         await self._channel.default_exchange.publish(
             Message(orjson.dumps(reply), correlation_id=request.correlation_id),
             routing_key=request.reply_to,

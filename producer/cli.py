@@ -1,8 +1,8 @@
 """The `conveyor` command: run the services and the demo, and use the HTTP API.
 
-`submit`, `status`, `tasks` and `wait` are clients of the producer's HTTP API
-(CONVEYOR_API_URL, CONVEYOR_API_TOKEN): they need no broker credentials, and they show the
-same records and errors as any other client of the API.
+`submit`, `status`, `tasks`, `wait`, `dead-letters`, `requeue` and `purge-dead-letters` are
+clients of the producer's HTTP API (CONVEYOR_API_URL, CONVEYOR_API_TOKEN): they need no
+broker credentials, and they show the same records and errors as any other client of the API.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import orjson
 
 from config import ClientSettings, load_settings
 from producer import cli_render as render
-from producer.client import ConveyorClient, InvalidRequest
+from producer.client import Conflict, ConveyorClient, InvalidRequest, TaskNotFound
 from producer.records import TaskRecord, TaskStatus
 from shared.errors import ConveyorError
 
@@ -72,6 +72,25 @@ def _add_api_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     wait.add_argument("task_ids", nargs="+", metavar="ID", help="the tasks' ids")
     wait.add_argument("--timeout-s", type=float, help="give up after this long (default: never)")
     wait.add_argument("--json", action="store_true", help=json_help)
+    _add_dead_letter_commands(commands)
+
+
+def _add_dead_letter_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    letters = commands.add_parser("dead-letters", help="list dead letters, newest first")
+    letters.add_argument("--limit", type=int, help="most dead letters on the page")
+    letters.add_argument("--cursor", help="where the page starts (printed under the last page)")
+    letters.add_argument("--json", action="store_true", help="print the page as JSON")
+
+    requeue = commands.add_parser("requeue", help="publish dead tasks again (fresh retries)")
+    requeue.add_argument("task_ids", nargs="*", metavar="ID", help="the dead tasks' ids")
+    requeue.add_argument("--all", action="store_true", help="every dead letter that is a task")
+    requeue.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    purge = commands.add_parser("purge-dead-letters", help="delete every dead letter for good")
+    purge.add_argument("--yes", action="store_true", help="confirm: nothing is deleted without")
+    purge.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
 def _exit_code(records: Sequence[TaskRecord]) -> int:
@@ -171,13 +190,75 @@ async def _wait(client: ConveyorClient, args: argparse.Namespace) -> int:
     return _exit_code(records)
 
 
+async def _dead_letters(client: ConveyorClient, args: argparse.Namespace) -> int:
+    page = await client.dead_letters(args.limit, args.cursor)
+    if args.json:
+        render.print_json(page.model_dump(mode="json"))
+        return EXIT_OK
+    render.show_dead_letters(page.items)
+    if page.next_cursor:
+        argv = ["dead-letters"] + ([] if args.limit is None else ["--limit", str(args.limit)])
+        render.show_next_page_hint(argv, page.next_cursor, "dead letters")
+    return EXIT_OK
+
+
+async def _requeue(client: ConveyorClient, args: argparse.Namespace) -> int:
+    if args.all:
+        outcome = await client.requeue_all()
+        if args.json:
+            render.print_json(outcome.model_dump(mode="json"))
+        else:
+            print(render.requeue_summary(outcome.requeued, outcome.skipped))
+        return EXIT_OK
+    records: list[TaskRecord] = []
+    missed = 0
+    for task_id in dict.fromkeys(args.task_ids):  # each once, in the order given
+        try:
+            records.append(await client.requeue(task_id))
+        except (TaskNotFound, Conflict) as error:
+            # One id that is not (or no longer) a dead letter must not stop the others.
+            print(f"conveyor: {error}", file=sys.stderr)
+            missed += 1
+    if args.json:
+        render.print_json(render.records_json(records))
+    else:
+        for record in records:
+            print(record.id)
+    return EXIT_FAILED if missed else EXIT_OK
+
+
+async def _purge_dead_letters(client: ConveyorClient, args: argparse.Namespace) -> int:
+    purged = await client.purge_dead_letters()
+    if args.json:
+        render.print_json({"purged": purged})
+    else:
+        print(f"purged {purged} dead letter{'' if purged == 1 else 's'}")
+    return EXIT_OK
+
+
 Command = Callable[[ConveyorClient, argparse.Namespace], Awaitable[int]]
 API_COMMANDS: dict[str, Command] = {
     "submit": _submit,
     "status": _status,
     "tasks": _tasks,
     "wait": _wait,
+    "dead-letters": _dead_letters,
+    "requeue": _requeue,
+    "purge-dead-letters": _purge_dead_letters,
 }
+
+
+def _bad_input(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line before any request, or None."""
+    if args.command == "submit":
+        return _parse_payload(args)
+    if args.command == "requeue" and args.all and args.task_ids:
+        return "requeue takes dead tasks' ids or --all, not both"
+    if args.command == "requeue" and not (args.all or args.task_ids):
+        return "requeue needs dead tasks' ids (see conveyor dead-letters), or --all"
+    if args.command == "purge-dead-letters" and not args.yes:
+        return "purge-dead-letters deletes every dead letter for good; add --yes to do it"
+    return None
 
 
 def _parse_payload(args: argparse.Namespace) -> str | None:
@@ -202,7 +283,7 @@ async def _run_with_client(
 
 def _run_api_command(args: argparse.Namespace, transport: httpx.AsyncBaseTransport | None) -> int:
     """Run one API command; errors become one line on stderr and an exit code."""
-    if args.command == "submit" and (problem := _parse_payload(args)):
+    if problem := _bad_input(args):
         print(f"conveyor: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:

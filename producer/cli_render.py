@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from rich import box
@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from producer.dead_letter_store import DeadLetterView
 from producer.records import TaskRecord, TaskStatus
 
 STATUS_STYLES = {
@@ -31,6 +32,9 @@ STATUS_STYLES = {
 COMPACT_JSON_CHARS = 60
 PIPE_WIDTH = 200
 UNBOUNDED_WIDTH = 10_000  # to measure a table's natural width, not the width it is given
+ERROR_CHARS = 60  # of a dead letter's error in its table row; `--json` has all of it
+
+RowT = TypeVar("RowT")
 
 
 def _stdout() -> Console:
@@ -118,34 +122,83 @@ TABLE_COLUMNS: dict[str, Callable[[TaskRecord], RenderableType]] = {
 NARROW_DROPS = ("worker", "queue", "finished (UTC)", "attempts", "created (UTC)")
 
 
-def _table(records: Sequence[TaskRecord], columns: Sequence[str]) -> Table:
+# A dead letter's columns likewise; the error is cut short to keep one line per letter.
+DEAD_LETTER_COLUMNS: dict[str, Callable[[DeadLetterView], RenderableType]] = {
+    "task id": lambda d: Text(d.task_id),
+    "task": lambda d: Text(d.task or "-"),
+    "queue": lambda d: Text(d.queue or "-"),
+    "reason": lambda d: Text(d.reason, style="red"),
+    "attempts": lambda d: str(d.attempts),
+    "dead-lettered (UTC)": lambda d: _time(d.dead_lettered_at),
+    "error": lambda d: Text(_shortened(d.error or "-", ERROR_CHARS)),
+}
+DEAD_LETTER_NARROW_DROPS = ("queue", "attempts", "error", "dead-lettered (UTC)")
+
+
+def _shortened(text: str, most_chars: int) -> str:
+    """On one line, and at most `most_chars` long ("..." marks the cut)."""
+    line = " ".join(text.split())
+    return line if len(line) <= most_chars else line[: most_chars - 3] + "..."
+
+
+def _table(
+    rows: Sequence[RowT],
+    columns: Mapping[str, Callable[[RowT], RenderableType]],
+    shown: Sequence[str],
+) -> Table:
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name in columns:
+    for name in shown:
         table.add_column(name, no_wrap=True, justify="right" if name == "attempts" else "left")
-    for record in records:
-        table.add_row(*(TABLE_COLUMNS[name](record) for name in columns))
+    for row in rows:
+        table.add_row(*(columns[name](row) for name in shown))
     return table
 
 
-def show_table(records: Sequence[TaskRecord]) -> None:
-    """Records as a table, one line each; a narrow terminal gets fewer columns, not cut ids."""
+def _print_fitted(
+    rows: Sequence[RowT],
+    columns: Mapping[str, Callable[[RowT], RenderableType]],
+    narrow_drops: Sequence[str],
+) -> None:
+    """Rows as a table, one line each; a narrow terminal gets fewer columns, not cut ids."""
     console = _stdout()
-    if not records:
-        console.print(Text("no tasks", style="dim"))
-        return
-    for dropped in range(len(NARROW_DROPS) + 1):
-        columns = [name for name in TABLE_COLUMNS if name not in NARROW_DROPS[:dropped]]
-        table = _table(records, columns)
+    for dropped in range(len(narrow_drops) + 1):
+        shown = [name for name in columns if name not in narrow_drops[:dropped]]
+        table = _table(rows, columns, shown)
         unbounded = console.options.update_width(UNBOUNDED_WIDTH)
         if console.measure(table, options=unbounded).maximum <= console.width:
             break
     console.print(table)
 
 
-def show_next_page_hint(argv: Sequence[str], next_cursor: str) -> None:
+def show_table(records: Sequence[TaskRecord]) -> None:
+    """Records as a table, one line each, as many columns as fit."""
+    if not records:
+        _stdout().print(Text("no tasks", style="dim"))
+        return
+    _print_fitted(records, TABLE_COLUMNS, NARROW_DROPS)
+
+
+def show_dead_letters(letters: Sequence[DeadLetterView]) -> None:
+    """Dead letters as a table, one line each, as many columns as fit."""
+    if not letters:
+        _stdout().print(Text("no dead letters", style="dim"))
+        return
+    _print_fitted(letters, DEAD_LETTER_COLUMNS, DEAD_LETTER_NARROW_DROPS)
+
+
+def requeue_summary(requeued: int, skipped: int) -> str:
+    """One line on what `requeue --all` did."""
+    line = f"requeued {requeued} dead task{'' if requeued == 1 else 's'}"
+    if skipped:
+        line += f"; skipped {skipped} that {'is' if skipped == 1 else 'are'} no task"
+        line += " (conveyor dead-letters shows why)"
+    return line
+
+
+def show_next_page_hint(argv: Sequence[str], next_cursor: str, what: str = "tasks") -> None:
     """The command that shows the next page: the same filters plus --cursor."""
     command = shlex.join(["conveyor", *argv, "--cursor", next_cursor])
-    _stdout().print(Text(f"more tasks: {command}", style="dim"))
+    _stdout().print(Text(f"more {what}: {command}", style="dim"))
 
 
 def unsuccessful_summary(records: Sequence[TaskRecord]) -> str | None:

@@ -1,4 +1,5 @@
-"""A Python client of the producer's HTTP API: submit tasks, read their records, wait on them.
+"""A Python client of the producer's HTTP API: submit tasks, read and wait on their records,
+list, requeue and purge dead letters.
 
 Use it from any process other than the producer's own (another service, a script, the
 `conveyor` CLI): it talks HTTP, so it gets task records, the API's auth and its error codes,
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -28,13 +29,14 @@ from producer.client_errors import (
     Conflict,
     ErrorDetail,
     InvalidRequest,
+    RateLimited,
     ServiceUnavailable,
     TaskNotFound,
     Unauthorized,
     error_from,
 )
+from producer.dead_letter_store import DeadLetterPage
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
-from shared.errors import ConveyorError
 
 __all__ = [
     "ApiError",
@@ -42,8 +44,9 @@ __all__ = [
     "ConveyorClient",
     "ErrorDetail",
     "InvalidRequest",
+    "RateLimited",
+    "RequeueOutcome",
     "ServiceUnavailable",
-    "SyncConveyorClient",
     "TaskNotFound",
     "Unauthorized",
 ]
@@ -54,6 +57,17 @@ MAX_POLL_S = 60.0
 MIN_POLL_INTERVAL_S = 0.25
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class RequeueOutcome(BaseModel):
+    """What `requeue_all` did: dead letters published again, and those that are no task."""
+
+    requeued: int
+    skipped: int  # undecodable or naming no queue: only purging removes them
+
+
+class _Purged(BaseModel):
+    purged: int
 
 
 def _without_none(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -203,6 +217,29 @@ class ConveyorClient:
                 return
             cursor = page.next_cursor
 
+    async def dead_letters(
+        self, limit: int | None = None, cursor: str | None = None
+    ) -> DeadLetterPage:
+        """One page of dead letters, newest first, each with why it landed there."""
+        params = _without_none({"limit": limit, "cursor": cursor})
+        return await self._call(DeadLetterPage, "GET", "/dead-letters", params=params)
+
+    async def requeue(self, task_id: str) -> TaskRecord:
+        """Publish a dead task again (same id, a fresh retry budget); its record, queued.
+
+        TaskNotFound if no dead letter has that id; Conflict if the dead letter is no task
+        it can publish (undecodable, or naming no queue): purge it instead.
+        """
+        return await self._call(TaskRecord, "POST", _dead_letter_path(task_id) + "/requeue")
+
+    async def requeue_all(self) -> RequeueOutcome:
+        """Publish every dead task again; how many were, and how many are no task."""
+        return await self._call(RequeueOutcome, "POST", "/dead-letters/requeue")
+
+    async def purge_dead_letters(self) -> int:
+        """Delete every dead letter for good; how many there were."""
+        return (await self._call(_Purged, "DELETE", "/dead-letters")).purged
+
     async def _call(
         self,
         model: type[ModelT],
@@ -254,115 +291,5 @@ def _task_path(task_id: str) -> str:
     return "/tasks/" + quote(task_id, safe="")
 
 
-class SyncConveyorClient:
-    """The blocking twin of ConveyorClient, for code without an event loop.
-
-    It runs a ConveyorClient on a private event loop; do not call it from async code (use
-    ConveyorClient there). Use it as a context manager, or call close() when done.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self._runner = asyncio.Runner()
-        self._client: ConveyorClient | None = ConveyorClient(
-            url, token=token, timeout_s=timeout_s, transport=transport
-        )
-
-    @classmethod
-    def from_settings(
-        cls, settings: ClientSettings, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> Self:
-        """A client for the API that `settings` (CONVEYOR_API_*) point at."""
-        token = settings.api_token.get_secret_value() if settings.api_token else None
-        return cls(
-            settings.api_url, token=token, timeout_s=settings.api_timeout_s, transport=transport
-        )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection pool and the private event loop; safe to call twice."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            self._runner.run(client.aclose())
-        self._runner.close()
-
-    def submit(
-        self,
-        task: str,
-        payload: Mapping[str, Any] | None = None,
-        *,
-        queue: str | None = None,
-        idempotency_key: str | None = None,
-        max_retries: int | None = None,
-        timeout_s: float | None = None,
-    ) -> TaskRecord:
-        """Submit one task; see ConveyorClient.submit."""
-        return self._runner.run(
-            self._async.submit(
-                task,
-                payload,
-                queue=queue,
-                idempotency_key=idempotency_key,
-                max_retries=max_retries,
-                timeout_s=timeout_s,
-            )
-        )
-
-    def submit_many(self, submissions: Sequence[Mapping[str, Any]]) -> builtins.list[TaskRecord]:
-        """Submit several tasks at once; see ConveyorClient.submit_many."""
-        return self._runner.run(self._async.submit_many(submissions))
-
-    def get(self, task_id: str) -> TaskRecord:
-        """The task's current record; see ConveyorClient.get."""
-        return self._runner.run(self._async.get(task_id))
-
-    def wait(self, task_id: str, timeout_s: float | None = None) -> TaskRecord:
-        """Block until the task is terminal or `timeout_s` passed; see ConveyorClient.wait."""
-        return self._runner.run(self._async.wait(task_id, timeout_s))
-
-    def list(
-        self,
-        status: TaskStatus | str | None = None,
-        task: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> TaskPage:
-        """One page of records; see ConveyorClient.list."""
-        return self._runner.run(self._async.list(status, task, limit, cursor))
-
-    def iter_tasks(
-        self,
-        status: TaskStatus | str | None = None,
-        task: str | None = None,
-        page_size: int | None = None,
-        cursor: str | None = None,
-    ) -> Iterator[TaskRecord]:
-        """Every matching record, newest first, fetched a page at a time."""
-        while True:
-            page = self.list(status=status, task=task, limit=page_size, cursor=cursor)
-            yield from page.items
-            if not page.next_cursor or not page.items:
-                return
-            cursor = page.next_cursor
-
-    @property
-    def _async(self) -> ConveyorClient:
-        if self._client is None:
-            raise ConveyorError("this SyncConveyorClient is closed")
-        return self._client
+def _dead_letter_path(task_id: str) -> str:
+    return "/dead-letters/" + quote(task_id, safe="")

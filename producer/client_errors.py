@@ -78,6 +78,13 @@ class ServiceUnavailable(ApiError):
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(ServiceUnavailable):
+    """This client sent more submissions than CONVEYOR_RATE_LIMIT_PER_S allows (429).
+
+    A ServiceUnavailable, so code that backs off on `retry_after_s` handles both alike.
+    """
+
+
 _ERROR_CLASSES: dict[int, type[ApiError]] = {
     400: InvalidRequest,
     401: Unauthorized,
@@ -85,6 +92,7 @@ _ERROR_CLASSES: dict[int, type[ApiError]] = {
     409: Conflict,
     413: InvalidRequest,
     422: InvalidRequest,
+    429: RateLimited,
     503: ServiceUnavailable,
 }
 
@@ -112,8 +120,8 @@ def error_from(reply: httpx.Response) -> ApiError:
             details = [ErrorDetail.model_validate(d) for d in raw_details if isinstance(d, dict)]
     cls = _ERROR_CLASSES.get(reply.status_code, ApiError)
     request_id = reply.headers.get("X-Request-ID")
-    if cls is ServiceUnavailable:
-        return ServiceUnavailable(
+    if issubclass(cls, ServiceUnavailable):
+        return cls(
             reply.status_code,
             code,
             message,

@@ -142,7 +142,12 @@ class DeadLetterDesk:
                 f"dead letter {task_id!r} is not a task ({error.reason}); purge it instead"
             ) from None
         record = await self._store.get(task_id)
-        runs = max(record.attempts if record else 0, task.runs_before)
+        if record is None:
+            raise NotRequeueable(
+                f"dead letter {task_id!r} has no task record (published around Conveyor, or "
+                "purged after CONVEYOR_RESULT_TTL_S); purge it instead"
+            )
+        runs = max(record.attempts, task.runs_before)
         again = replace(
             task, attempt=task.attempt + 1, retry_base=task.attempt, runs_before=runs, resent=False
         )

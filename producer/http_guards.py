@@ -1,4 +1,4 @@
-"""ASGI middleware in front of the API: request ids, the body size limit and bearer tokens.
+"""ASGI middleware in front of the API: request ids, bearer tokens, rate limits, body size.
 
 Plain ASGI rather than Starlette's BaseHTTPMiddleware: they run on every request, and this
 form costs a function call, not an extra task and a copied body.
@@ -6,9 +6,15 @@ form costs a function call, not an extra task and a copied body.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import math
+import secrets
+import time
 import uuid
-from collections.abc import Collection
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +23,9 @@ from producer.errors import error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+SUBMISSION_PATHS = frozenset({"/tasks", "/tasks/batch"})
+# Clients with a bucket at once; past it the least recently seen client's bucket goes.
+MAX_RATE_LIMITED_CLIENTS = 10_000
 
 
 class RequestId:
@@ -111,3 +120,106 @@ class BearerAuth:
         # Compare with every token, in constant time each: no early exit to time.
         matches = [hmac.compare_digest(presented, token) for token in self.tokens]
         return any(matches)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    tokens: float
+    updated_at: float
+
+
+class RateLimit:
+    """Per-client token buckets on submissions: past `per_s` a second, 429 with Retry-After.
+
+    Only `POST /tasks` and `POST /tasks/batch` count, one token per request: a batch is one
+    request whatever its size (CONVEYOR_MAX_BATCH_SIZE bounds that), and reads, waits and
+    health probes are never limited. A client may burst one second's worth (at least one
+    request), then `per_s` a second. A client is its bearer token when `by_token` (stored
+    as a keyed hash, never the token), else its address: behind a proxy that is the proxy's,
+    unless uvicorn is told to trust its X-Forwarded-For. `per_s=None` turns the limit off.
+
+    Memory stays bounded: a bucket idle long enough to be full again is dropped (a missing
+    bucket is a full one), and past MAX_RATE_LIMITED_CLIENTS the least recently seen goes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        per_s: float | None,
+        *,
+        by_token: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = MAX_RATE_LIMITED_CLIENTS,
+    ) -> None:
+        self.app = app
+        self.per_s = per_s
+        self.capacity = max(1.0, per_s or 0.0)
+        self.by_token = by_token
+        self.clock = clock
+        self.max_clients = max_clients
+        # Least recently seen first: the sweep and the cap both take from the front.
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._hash_key = secrets.token_bytes(16)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.per_s is None
+            or scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in SUBMISSION_PATHS
+        ):
+            await self.app(scope, receive, send)
+            return
+        wait_s = self._take(self._client_key(scope), self.per_s)
+        if wait_s is None:
+            await self.app(scope, receive, send)
+            return
+        retry_after_s = max(1, math.ceil(wait_s))
+        response = error_response(
+            429,
+            "rate_limited",
+            f"more than {self.per_s:g} submissions a second from this client "
+            f"(CONVEYOR_RATE_LIMIT_PER_S); retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        await response(scope, receive, send)
+
+    def _client_key(self, scope: Scope) -> str:
+        if self.by_token:
+            scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                digest = hashlib.blake2b(
+                    token.strip().encode(), key=self._hash_key, digest_size=16
+                ).hexdigest()
+                return f"token:{digest}"
+        client = scope.get("client")
+        return f"address:{client[0] if client else 'unknown'}"
+
+    def _take(self, key: str, per_s: float) -> float | None:
+        """Take one token from `key`'s bucket: None if there was one, else seconds to wait."""
+        now = self.clock()
+        self._sweep(now, per_s)
+        bucket = self._buckets.pop(key, None)
+        if bucket is None:
+            bucket = _Bucket(self.capacity, now)
+        else:
+            elapsed_s = max(0.0, now - bucket.updated_at)
+            bucket.tokens = min(self.capacity, bucket.tokens + elapsed_s * per_s)
+            bucket.updated_at = now
+        self._buckets[key] = bucket  # to the back: the most recently seen
+        if len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        return (1.0 - bucket.tokens) / per_s
+
+    def _sweep(self, now: float, per_s: float) -> None:
+        # Buckets are in order of last use, and any bucket is full again `capacity / per_s`
+        # after its last use: drop from the front until one is too recent.
+        refill_s = self.capacity / per_s
+        while self._buckets:
+            key, oldest = next(iter(self._buckets.items()))
+            if now - oldest.updated_at < refill_s:
+                return
+            del self._buckets[key]

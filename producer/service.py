@@ -122,7 +122,9 @@ class ProducerService:
         )
         maintenance.start()
         self._parts = [notices, self.recorder, maintenance]
-        self.submitter = Submitter(self.catalog, publisher, settings.queues, store)
+        self.submitter = Submitter(
+            self.catalog, publisher, settings.queues, store, settings.broker_consumer_timeout_s
+        )
 
     async def _close_connections(self) -> None:
         for part in self._parts:

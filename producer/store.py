@@ -176,6 +176,17 @@ class TaskStore:
         more = len(rows) > limit
         return TaskPage(items=items, next_cursor=items[-1].id if more and items else None)
 
+    async def count_redelivery(self, task_id: str) -> int:
+        """Count one more redelivery of `task_id`; how many so far (0: no such record)."""
+        statement = (
+            update(tasks)
+            .where(tasks.c.id == task_id)
+            .values(deliveries=tasks.c.deliveries + 1)
+            .returning(tasks.c.deliveries)
+        )
+        async with self.engine.begin() as connection:
+            return int((await connection.execute(statement)).scalar() or 0)
+
     async def terminal(self, ids: Iterable[str]) -> set[str]:
         """Which of `ids` have reached a terminal status."""
         query = select(tasks.c.id).where(tasks.c.id.in_(list(ids)), tasks.c.status.in_(_TERMINAL))

@@ -26,6 +26,9 @@ from shared.ids import new_task_id
 
 log = logging.getLogger(__name__)
 
+# Time a consumer needs after a task's time limit to kill it, report and ack.
+SETTLE_MARGIN_S = 10.0
+
 
 class TaskSubmission(BaseModel):
     """What a client asks for: a task name, its payload and optional overrides."""
@@ -54,8 +57,10 @@ class Submitter:
         publisher: TaskPublisher,
         queues: Collection[str],
         store: TaskStore,
+        broker_consumer_timeout_s: float | None = None,
     ) -> None:
         self.catalog = catalog
+        self.broker_consumer_timeout_s = broker_consumer_timeout_s
         self.publisher = publisher
         self.queues = frozenset(queues) | catalog.queues
         self.store = store
@@ -76,6 +81,7 @@ class Submitter:
                 f"unknown queue {queue!r}; known queues: {', '.join(sorted(self.queues))}",
                 field=f"{field_prefix}queue",
             )
+        self._check_timeout(submission.timeout_s or spec.timeout_s, f"{field_prefix}timeout_s")
         return TaskMessage(
             id=new_task_id(),
             task=spec.name,
@@ -85,6 +91,19 @@ class Submitter:
             timeout_s=submission.timeout_s,
             request_id=request_id,
         )
+
+    def _check_timeout(self, timeout_s: float, field: str) -> None:
+        """RabbitMQ closes the channel of a delivery unacked past its consumer_timeout (and
+        redelivers it): a task allowed to run that long would never finish, only loop."""
+        limit = self.broker_consumer_timeout_s
+        if limit is not None and timeout_s > limit - SETTLE_MARGIN_S:
+            raise SubmissionError(
+                f"timeout_s {timeout_s:g} does not fit under the broker's consumer_timeout of "
+                f"{limit:g}s (less {SETTLE_MARGIN_S:g}s to settle the task): lower timeout_s, "
+                "or raise consumer_timeout on the broker and CONVEYOR_BROKER_CONSUMER_TIMEOUT_S",
+                field=field,
+                kind="too_long",
+            )
 
     def _entry(self, submission: TaskSubmission, task: TaskMessage) -> NewTask:
         spec = self.catalog.spec(task.task)

@@ -336,3 +336,20 @@ async def test_cancel_is_reserved_with_501(client: httpx.AsyncClient) -> None:
     task_id = (await client.post("/tasks", json={"task": "echo"})).json()["id"]
     reply = await client.post(f"/tasks/{task_id}/cancel")
     assert reply.status_code == 501 and reply.json()["error"] == "not_implemented"
+
+
+async def test_a_timeout_over_the_brokers_consumer_timeout_is_422(
+    publisher: FakePublisher, store: TaskStore
+) -> None:
+    submitter = Submitter(builtin_catalog(), publisher, ["default"], store, 600)
+    async with _client(Backend(store, submitter)) as http:
+        reply = await http.post("/tasks", json={"task": "echo", "timeout_s": 595})
+        assert reply.status_code == 422 and _fields(reply) == ["timeout_s"]
+        assert "consumer_timeout of 600s" in reply.json()["message"]
+        # echo's own default (300 s) fits; so does an explicit 590 s.
+        assert (await http.post("/tasks", json={"task": "echo"})).status_code == 202
+        ok = await http.post("/tasks", json={"task": "echo", "timeout_s": 590})
+        assert ok.status_code == 202
+        batch = {"tasks": [{"task": "echo"}, {"task": "echo", "timeout_s": 3600}]}
+        refused = await http.post("/tasks/batch", json=batch)
+        assert refused.status_code == 422 and _fields(refused) == ["tasks.1.timeout_s"]

@@ -36,7 +36,12 @@ def test_unknown_payload_field_is_an_error_not_ignored() -> None:
 
 def test_valid_payload_gets_defaults() -> None:
     payload = builtin_catalog().validate_payload("fail", {})
-    assert payload.model_dump() == {"message": "failed on purpose", "times": None}
+    assert payload.model_dump() == {
+        "message": "failed on purpose",
+        "times": None,
+        "permanent": False,
+        "retry_after_s": None,
+    }
 
 
 def test_a_task_name_registered_twice_is_refused() -> None:

@@ -1,4 +1,4 @@
-"""The `conveyor` API commands (submit, status, tasks, wait) against a fake HTTP API."""
+"""The `conveyor` API commands (submit, status, tasks, wait, dead letters) against a fake API."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from producer import cli, cli_render
 from producer import client as client_module
+from producer.dead_letter_store import DeadLetterPage
 from producer.records import TaskPage, TaskRecord, TaskStatus
 from tests.unit.test_client import API_URL, TOKEN, FakeApi
 
@@ -339,3 +340,162 @@ def test_a_narrow_terminal_gets_fewer_columns_and_whole_ids(
     assert header.split() == ["id", "task", "status"]
     assert row.split() == [task_id, "send_email", "succeeded"]
     assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_dead_letters_shows_a_table_and_the_next_page_command(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    long_error = "TaskFailed: " + "it broke\n" * 20
+    ids = [api.add_dead(error=long_error)["task_id"] for _ in range(3)]
+    code, out, err = run(capsys, ["dead-letters", "--limit", "2"], api.transport())
+    assert (code, err) == (0, "")
+    assert api.requests[0].url.params == httpx.QueryParams({"limit": "2"})
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["task", "id", "task", "queue"] and header[-1] == "error"
+    rows = [line for line in out.splitlines() if line.startswith("task-")]
+    assert [row.split()[0] for row in rows] == [ids[2], ids[1]]
+    for shown in ("fail", "default", "failed", "4", "2025-01-02 03:06:05", "TaskFailed: it"):
+        assert shown in rows[0]
+    assert rows[0].endswith("...") and len(rows[0].split("TaskFailed")[1]) < 60
+    assert "more dead letters: conveyor dead-letters --limit 2 --cursor 2" in out
+
+
+def test_dead_letters_shows_a_dash_for_what_a_letter_lacks(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    api.add_dead("garbage-1", reason="rejected", error=None)
+    code, out, _ = run(capsys, ["dead-letters"], api.transport())
+    assert code == 0
+    [row] = [line for line in out.splitlines() if line.startswith("garbage-1")]
+    assert row.split() == ["garbage-1", "-", "-", "rejected", "4", "2025-01-02", "03:04:05", "-"]
+    assert "--cursor" not in out
+
+
+def test_dead_letters_without_any_says_so(capsys: pytest.CaptureFixture[str], api: FakeApi) -> None:
+    code, out, _ = run(capsys, ["dead-letters"], api.transport())
+    assert (code, out) == (0, "no dead letters\n")
+
+
+def test_dead_letters_json_prints_the_page(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    letters = [api.add_dead() for _ in range(2)]
+    code, out, _ = run(capsys, ["dead-letters", "--json", "--cursor", "1"], api.transport())
+    assert code == 0
+    page = DeadLetterPage.model_validate_json(out)
+    assert page == DeadLetterPage.model_validate({"items": [letters[0]], "next_cursor": None})
+
+
+def test_requeue_prints_each_requeued_id(capsys: pytest.CaptureFixture[str], api: FakeApi) -> None:
+    ids = [api.add_dead()["task_id"] for _ in range(2)]
+    code, out, err = run(capsys, ["requeue", ids[1], ids[0], ids[1]], api.transport())
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [ids[1], ids[0]]
+    assert [r.url.path for r in api.requests] == [f"/dead-letters/{i}/requeue" for i in ids[::-1]]
+    assert api.dead == {}
+
+
+def test_requeue_goes_on_past_an_unknown_or_unrequeueable_id_and_exits_1(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    task_id = api.add_dead()["task_id"]
+    api.add_dead("garbage-1", reason="rejected")
+    code, out, err = run(capsys, ["requeue", "nope", "garbage-1", task_id], api.transport())
+    assert code == 1
+    assert out == f"{task_id}\n"
+    assert err.splitlines() == [
+        "conveyor: no task with id 'nope'",
+        "conveyor: dead letter 'garbage-1' names no queue; purge it instead",
+    ]
+
+
+def test_requeue_json_prints_the_requeued_records(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    task_id = api.add_dead()["task_id"]
+    code, out, _ = run(capsys, ["requeue", task_id, "--json"], api.transport())
+    assert code == 0
+    [record] = orjson.loads(out)
+    assert (record["id"], record["status"]) == (task_id, "queued")
+
+
+def test_requeue_all_says_what_it_did(capsys: pytest.CaptureFixture[str], api: FakeApi) -> None:
+    api.add_dead()
+    api.add_dead()
+    api.add_dead("garbage-1")
+    code, out, err = run(capsys, ["requeue", "--all"], api.transport())
+    assert (code, err) == (0, "")
+    assert out.startswith("requeued 2 dead tasks; skipped 1 that is no task")
+    assert [(r.method, r.url.path) for r in api.requests] == [("POST", "/dead-letters/requeue")]
+
+
+def test_requeue_all_json_prints_the_counts(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    api.add_dead()
+    code, out, _ = run(capsys, ["requeue", "--all", "--json"], api.transport())
+    assert code == 0
+    assert orjson.loads(out) == {"requeued": 1, "skipped": 0}
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["requeue"], "requeue needs dead tasks' ids"),
+        (["requeue", "task-0001", "--all"], "requeue takes dead tasks' ids or --all, not both"),
+        (["purge-dead-letters"], "purge-dead-letters deletes every dead letter for good"),
+    ],
+)
+def test_dead_letter_commands_with_bad_input_exit_2_without_a_request(
+    capsys: pytest.CaptureFixture[str], api: FakeApi, argv: list[str], problem: str
+) -> None:
+    api.add_dead()
+    code, out, err = run(capsys, argv, api.transport())
+    assert (code, out) == (2, "")
+    assert err.startswith(f"conveyor: {problem}") and err.count("\n") == 1
+    assert api.requests == [] and len(api.dead) == 1
+
+
+def test_purge_dead_letters_with_yes_deletes_them_all(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    api.add_dead()
+    api.add_dead("garbage-1")
+    code, out, err = run(capsys, ["purge-dead-letters", "--yes"], api.transport())
+    assert (code, out, err) == (0, "purged 2 dead letters\n", "")
+    assert api.dead == {}
+
+
+def test_purge_dead_letters_json_prints_the_count(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    api.add_dead()
+    code, out, _ = run(capsys, ["purge-dead-letters", "--yes", "--json"], api.transport())
+    assert (code, orjson.loads(out)) == (0, {"purged": 1})
+
+
+@pytest.mark.parametrize(
+    "argv", [["dead-letters"], ["requeue", "--all"], ["purge-dead-letters", "--yes"]]
+)
+def test_dead_letter_commands_exit_1_when_the_api_is_unavailable(
+    capsys: pytest.CaptureFixture[str], api: FakeApi, argv: list[str]
+) -> None:
+    api.failure = httpx.Response(
+        503,
+        json={"error": "broker_unavailable", "message": "RabbitMQ is not reachable right now"},
+    )
+    code, out, err = run(capsys, argv, api.transport())
+    assert (code, out) == (1, "")
+    assert err == "conveyor: RabbitMQ is not reachable right now\n"
+
+
+def test_a_rate_limited_submit_exits_1_with_the_api_message(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    api.failure = httpx.Response(
+        429,
+        json={"error": "rate_limited", "message": "too many submissions; retry in 1 s"},
+        headers={"Retry-After": "1"},
+    )
+    code, out, err = run(capsys, ["submit", "echo"], api.transport())
+    assert (code, out, err) == (1, "", "conveyor: too many submissions; retry in 1 s\n")

@@ -20,12 +20,14 @@ from producer.client import (
     Conflict,
     ConveyorClient,
     InvalidRequest,
+    RateLimited,
+    RequeueOutcome,
     ServiceUnavailable,
-    SyncConveyorClient,
     TaskNotFound,
     Unauthorized,
 )
 from producer.records import TaskStatus
+from producer.sync_client import SyncConveyorClient
 from shared.errors import ConveyorError
 
 API_URL = "http://api.test"
@@ -49,13 +51,15 @@ class FakeApi:
     """The producer's HTTP API in miniature: records in a dict, per-task status scripts.
 
     `progress[task_id]` lists the statuses the task moves through, one per wait request;
-    `failure`, when set, is the reply to every request.
+    `dead` holds dead letters by task id, oldest first; `failure`, when set, is the reply
+    to every request.
     """
 
     def __init__(self, token: str | None = None) -> None:
         self.token = token
         self.records: dict[str, dict[str, Any]] = {}
         self.progress: dict[str, list[TaskStatus]] = {}
+        self.dead: dict[str, dict[str, Any]] = {}
         self.requests: list[httpx.Request] = []
         self.failure: httpx.Response | None = None
         self._numbers = itertools.count(1)
@@ -85,6 +89,28 @@ class FakeApi:
             self._finish(record, status)
         return record
 
+    def add_dead(
+        self, task_id: str | None = None, reason: str = "failed", **fields: Any
+    ) -> dict[str, Any]:
+        """A dead letter: of a failed task made for it, or (with `task_id`) of no task."""
+        if task_id is None:
+            record = self.add("fail", TaskStatus.FAILED, attempts=4)
+            task_id, task, queue = record["id"], record["task"], record["queue"]
+        else:
+            task = queue = None
+        letter: dict[str, Any] = {
+            "task_id": task_id,
+            "task": task,
+            "queue": queue,
+            "reason": reason,
+            "error": "TaskFailed: it [broke]",
+            "attempts": 4,
+            "dead_lettered_at": (EPOCH + timedelta(minutes=len(self.dead))).isoformat(),
+        }
+        letter.update(fields)
+        self.dead[task_id] = letter
+        return letter
+
     def bodies(self) -> list[Any]:
         return [orjson.loads(r.content) for r in self.requests if r.method == "POST"]
 
@@ -112,7 +138,38 @@ class FakeApi:
                 return self._found(task_id, lambda record: record)
             case "GET", ["tasks", task_id, "wait"]:
                 return self._found(task_id, self._advance)
+            case _, ["dead-letters", *_]:
+                return self._route_dead_letters(request.method, parts, request.url.params)
         return _error(404, "not_found", "Not Found")
+
+    def _route_dead_letters(
+        self, method: str, parts: list[str], params: httpx.QueryParams
+    ) -> httpx.Response:
+        match method, parts:
+            case "GET", ["dead-letters"]:
+                return self._page(list(reversed(self.dead.values())), params)
+            case "POST", ["dead-letters", "requeue"]:
+                outcomes = [self._requeue(task_id).status_code for task_id in list(self.dead)]
+                counts = {"requeued": outcomes.count(200), "skipped": outcomes.count(409)}
+                return httpx.Response(200, json=counts)
+            case "POST", ["dead-letters", task_id, "requeue"]:
+                return self._requeue(task_id)
+            case "DELETE", ["dead-letters"]:
+                purged, self.dead = len(self.dead), {}
+                return httpx.Response(200, json={"purged": purged})
+        return _error(404, "not_found", "Not Found")
+
+    def _requeue(self, task_id: str) -> httpx.Response:
+        letter = self.dead.get(task_id)
+        if letter is None:
+            return _error(404, "not_found", f"no task with id {task_id!r}")
+        if letter["queue"] is None:
+            message = f"dead letter {task_id!r} names no queue; purge it instead"
+            return _error(409, "conflict", message)
+        del self.dead[task_id]
+        record = self.records[task_id]
+        record.update(status=TaskStatus.QUEUED.value, finished_at=None, error=None)
+        return httpx.Response(200, json=record)
 
     def _submit(self, body: dict[str, Any]) -> httpx.Response:
         if body["task"] not in KNOWN_TASKS:
@@ -160,10 +217,13 @@ class FakeApi:
             if params.get("status") in (None, r["status"])
             and params.get("task") in (None, r["task"])
         ]
+        return self._page(records, params)
+
+    def _page(self, items: list[dict[str, Any]], params: httpx.QueryParams) -> httpx.Response:
         start = int(params.get("cursor", "0"))
         end = start + int(params.get("limit", "50"))
-        next_cursor = str(end) if end < len(records) else None
-        return httpx.Response(200, json={"items": records[start:end], "next_cursor": next_cursor})
+        next_cursor = str(end) if end < len(items) else None
+        return httpx.Response(200, json={"items": items[start:end], "next_cursor": next_cursor})
 
 
 @pytest.fixture
@@ -373,6 +433,7 @@ async def test_a_wrong_token_raises_unauthorized() -> None:
         (413, "payload_too_large", InvalidRequest),
         (422, "validation_error", InvalidRequest),
         (422, "invalid_payload", InvalidRequest),
+        (429, "rate_limited", RateLimited),
         (503, "broker_unavailable", ServiceUnavailable),
         (500, "internal_error", ApiError),
     ],
@@ -398,6 +459,89 @@ async def test_a_503_carries_the_retry_after_hint(client: ConveyorClient, api: F
     with pytest.raises(ServiceUnavailable) as caught:
         await client.submit("echo")
     assert caught.value.retry_after_s == 5.0
+
+
+async def test_a_429_is_a_service_unavailable_with_the_retry_after_hint(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    api.failure = _error(429, "rate_limited", "too many", headers={"Retry-After": "2"})
+    with pytest.raises(ServiceUnavailable) as caught:
+        await client.submit("echo")
+    assert isinstance(caught.value, RateLimited)
+    assert (caught.value.status, caught.value.retry_after_s) == (429, 2.0)
+
+
+async def test_dead_letters_returns_a_page_newest_first(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    letters = [api.add_dead() for _ in range(3)]
+    page = await client.dead_letters(limit=2)
+    assert api.requests[0].url.path == "/dead-letters"
+    assert api.requests[0].url.params == httpx.QueryParams({"limit": "2"})
+    assert [d.task_id for d in page.items] == [letters[2]["task_id"], letters[1]["task_id"]]
+    assert page.items[0].reason == "failed" and page.items[0].attempts == 4
+    assert page.items[0].dead_lettered_at == EPOCH + timedelta(minutes=2)
+    last = await client.dead_letters(limit=2, cursor=page.next_cursor)
+    assert [d.task_id for d in last.items] == [letters[0]["task_id"]]
+    assert last.next_cursor is None
+
+
+async def test_dead_letters_without_arguments_sends_no_params(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    page = await client.dead_letters()
+    assert api.requests[0].url.params == httpx.QueryParams()
+    assert page.items == [] and page.next_cursor is None
+
+
+async def test_requeue_returns_the_queued_record(client: ConveyorClient, api: FakeApi) -> None:
+    task_id = api.add_dead()["task_id"]
+    record = await client.requeue(task_id)
+    assert (api.requests[0].method, api.requests[0].url.path) == (
+        "POST",
+        f"/dead-letters/{task_id}/requeue",
+    )
+    assert record.id == task_id and record.status is TaskStatus.QUEUED
+    assert api.dead == {}
+
+
+async def test_requeue_quotes_the_task_id_into_one_path_segment(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    with pytest.raises(TaskNotFound):
+        await client.requeue("a/b?c")
+    assert api.requests[0].url.raw_path == b"/dead-letters/a%2Fb%3Fc/requeue"
+
+
+async def test_requeue_of_a_dead_letter_that_is_no_task_raises_conflict(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    api.add_dead("garbage-1", reason="rejected")
+    with pytest.raises(Conflict, match="names no queue; purge it instead") as caught:
+        await client.requeue("garbage-1")
+    assert (caught.value.status, caught.value.code) == (409, "conflict")
+
+
+async def test_requeue_all_says_how_many_were_requeued_and_skipped(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    api.add_dead()
+    api.add_dead()
+    api.add_dead("garbage-1", reason="rejected")
+    outcome = await client.requeue_all()
+    assert outcome == RequeueOutcome(requeued=2, skipped=1)
+    assert (api.requests[0].method, api.requests[0].url.path) == ("POST", "/dead-letters/requeue")
+    assert list(api.dead) == ["garbage-1"]
+
+
+async def test_purge_dead_letters_returns_how_many_there_were(
+    client: ConveyorClient, api: FakeApi
+) -> None:
+    api.add_dead()
+    api.add_dead("garbage-1")
+    assert await client.purge_dead_letters() == 2
+    assert (api.requests[0].method, api.requests[0].url.path) == ("DELETE", "/dead-letters")
+    assert api.dead == {}
 
 
 async def test_a_non_json_error_body_maps_to_its_status_line(
@@ -504,6 +648,12 @@ def test_sync_client_offers_every_method(api: FakeApi, no_poll_pause: None) -> N
         assert conveyor.wait(record.id).status is TaskStatus.SUCCEEDED
         with pytest.raises(TaskNotFound):
             conveyor.get("nope")
+        dead = [api.add_dead()["task_id"] for _ in range(3)]
+        assert [d.task_id for d in conveyor.dead_letters(limit=5).items] == dead[::-1]
+        assert conveyor.requeue(dead[0]).status is TaskStatus.QUEUED
+        assert conveyor.requeue_all() == RequeueOutcome(requeued=2, skipped=0)
+        api.add_dead("garbage-1")
+        assert conveyor.purge_dead_letters() == 1
 
 
 def test_sync_client_refuses_calls_after_close_and_closes_twice(api: FakeApi) -> None:

@@ -7,6 +7,7 @@ from config.loader import EXIT_BAD_CONFIG, describe_error, load_settings, redact
 from config.logs import LogSettings
 from config.producer import ProducerSettings
 from config.runtime import RuntimeSettings
+from config.scheduling import SchedulingSettings
 from config.store import StoreSettings, async_database_url
 from config.tasks import TaskSettings
 
@@ -18,6 +19,7 @@ __all__ = [
     "LogSettings",
     "ProducerSettings",
     "RuntimeSettings",
+    "SchedulingSettings",
     "StoreSettings",
     "TaskSettings",
     "async_database_url",

@@ -11,7 +11,17 @@ from config.base import ConveyorSettings
 
 # Names Conveyor itself uses beside the work queues ({namespace}.dead and the exchanges).
 RESERVED_QUEUE_NAMES = frozenset(
-    {"tasks", "dlx", "dead", "events", "recorder", "finished", "checks"}
+    {
+        "tasks",
+        "dlx",
+        "dead",
+        "events",
+        "recorder",
+        "finished",
+        "checks",
+        "control",
+        "scheduler-leader",
+    }
 )
 
 

@@ -7,11 +7,14 @@ from pydantic import Field, SecretStr
 from config.broker import BrokerSettings
 from config.logs import LogSettings
 from config.runtime import RuntimeSettings
+from config.scheduling import SchedulingSettings
 from config.store import StoreSettings
 from config.tasks import TaskSettings
 
 
-class ProducerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSettings, StoreSettings):
+class ProducerSettings(
+    BrokerSettings, LogSettings, RuntimeSettings, TaskSettings, StoreSettings, SchedulingSettings
+):
     """Everything the producer (HTTP API, publisher, task store) reads at start."""
 
     http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")

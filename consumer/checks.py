@@ -55,29 +55,13 @@ class RunCheck:
 
     async def verdict(self, task_id: str, redelivered: bool) -> Verdict:
         """Ask the producers about `task_id`; RUN when none answers in time."""
-        assert self._channel is not None, "RunCheck.start() was not awaited"
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
         try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._channel.default_exchange.publish(
-                    Message(
-                        orjson.dumps({"task_id": task_id, "redelivered": redelivered}),
-                        correlation_id=correlation_id,
-                        reply_to=REPLY_TO,
-                        expiration=self._timeout_s,
-                    ),
-                    routing_key=self._topology.checks_queue,
-                )
-                reply = await future
+            reply = await self._ask({"task_id": task_id, "redelivered": redelivered})
         except Exception as error:
             log.warning(
                 "no producer answered whether task %s already ran (%r); running it", task_id, error
             )
             return RUN
-        finally:
-            self._pending.pop(correlation_id, None)
         if reply.get("run", True) is not False:
             return RUN
         status = reply.get("status")
@@ -86,6 +70,33 @@ class RunCheck:
             finished_as=str(status) if status else None,
             dead_letter=reply.get("dead_letter") is True,
         )
+
+    async def cancelled_since(self, since: float) -> list[str]:
+        """Ids of tasks cancelled since `since` (epoch seconds), as the producers know them."""
+        reply = await self._ask({"cancelled_since": since})
+        ids = reply.get("cancelled")
+        return [str(task_id) for task_id in ids] if isinstance(ids, list) else []
+
+    async def _ask(self, request: dict[str, object]) -> dict[str, object]:
+        """One RPC to whichever producer reads `{ns}.checks`; TimeoutError if none answers."""
+        assert self._channel is not None, "RunCheck.start() was not awaited"
+        correlation_id = uuid.uuid4().hex
+        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._channel.default_exchange.publish(
+                    Message(
+                        orjson.dumps(request),
+                        correlation_id=correlation_id,
+                        reply_to=REPLY_TO,
+                        expiration=self._timeout_s,
+                    ),
+                    routing_key=self._topology.checks_queue,
+                )
+                return await future
+        finally:
+            self._pending.pop(correlation_id, None)
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         future = self._pending.get(message.correlation_id or "")

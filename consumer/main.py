@@ -12,6 +12,7 @@ import socket
 from aio_pika.exceptions import AMQPError
 
 from config import ConsumerSettings, load_settings
+from consumer.cancellations import Cancellations
 from consumer.checks import RunCheck
 from consumer.handlers import builtin_handlers
 from consumer.reporter import Reporter
@@ -54,6 +55,9 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             backoff_max_s=settings.retry_backoff_max_s,
         )
         await retrier.start()
+        cancellations = Cancellations(
+            consuming, topology, run_check, on_cancel=lambda ids: worker.stop_tasks(ids)
+        )
         worker = Worker(
             worker_id=worker_id,
             connection=consuming,
@@ -72,9 +76,11 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
             run_check=run_check,
             retrier=retrier,
             ack_after_report=settings.ack_after_report,
+            cancelled=cancellations,
             report_running_after_s=settings.report_running_after_s,
             max_result_bytes=settings.max_result_bytes,
         )
+        await cancellations.start()  # before consuming: honour earlier cancellations
         await worker.start()
         await stop.wait()
         log.info("shutting down: no new tasks; grace %.1fs", settings.shutdown_grace_s)

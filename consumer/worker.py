@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import orjson
 from aio_pika.abc import (
@@ -26,9 +23,11 @@ from aio_pika.abc import (
 )
 
 from consumer.checks import RunCheck
+from consumer.deliveries import error_info, run_number_of, settle, why
 from consumer.handlers import Handler, JSONValue, TaskContext
 from consumer.reporter import Reporter
 from consumer.retries import Retrier
+from consumer.runs import Run, RunReports
 from consumer.sync_runner import SyncRunner
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage, decode
@@ -41,23 +40,13 @@ from shared.errors import (
     UndecodableMessage,
     UnknownTask,
 )
-from shared.events import TaskEvent, TaskState, make_event
+from shared.events import TaskState
 from shared.logs import log_context
 from shared.topology import Topology, declare_work_queue
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 300.0
-
-
-@dataclass(eq=False)
-class _Run:
-    """A task being run: `event(state, ...)` makes its status events; `running` is sent
-    only once it has run long enough."""
-
-    event: Callable[..., TaskEvent]
-    started: float  # time.monotonic()
-    reported: bool = False
 
 
 @dataclass
@@ -88,6 +77,7 @@ class Worker:
         retrier: Retrier | None = None,
         run_check: RunCheck | None = None,
         ack_after_report: bool = False,
+        cancelled: Container[str] = frozenset(),
         report_running_after_s: float = 0.1,
         max_result_bytes: int = 1_048_576,
     ) -> None:
@@ -104,13 +94,14 @@ class Worker:
         self._sync_runner = sync_runner
         self._run_check = run_check
         self._retrier = retrier
-        self._ack_after_report = ack_after_report
+        self._cancelled = cancelled
+        self._current: dict[str, asyncio.Task[object]] = {}  # task id -> the run's asyncio task
         self._max_result_bytes = max_result_bytes
-        self._report_running_after_s = report_running_after_s
+        self._runs = RunReports(
+            reporter, worker_id, report_running_after_s, ack_after_report=ack_after_report
+        )
         self._slots: list[_Slot] = []
         self._running: set[asyncio.Task[object]] = set()
-        self._runs: set[_Run] = set()
-        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
@@ -123,7 +114,7 @@ class Worker:
                 slot = _Slot(queue, channel, amqp_queue)
                 slot.consumer_tag = await amqp_queue.consume(partial(self._on_message, slot=slot))
                 self._slots.append(slot)
-        self._sweeper = asyncio.create_task(self._report_long_runs(), name="conveyor-running")
+        self._runs.start()
         log.info(
             "worker %s consuming %s with %d slot(s) each, prefetch=%d",
             self.worker_id,
@@ -149,16 +140,23 @@ class Worker:
                 await asyncio.wait(late, timeout=5)
         for slot in self._slots:
             await slot.channel.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await self._runs.stop()
         self._sync_runner.close()
         await self._reporter.close()
         log.info("worker %s stopped: %s", self.worker_id, dict(self.stats))
 
+    def stop_tasks(self, task_ids: Iterable[str]) -> None:
+        """Stop the runs of `task_ids` here, if any (they were cancelled)."""
+        for task_id in task_ids:
+            running = self._current.get(task_id)
+            if running is not None:
+                log.info("stopping task %s: cancelled", task_id)
+                running.cancel()
+
     async def _on_message(self, message: AbstractIncomingMessage, slot: _Slot) -> None:
         async with slot.lock:
             if self._stopping:
-                await _settle(message.nack(requeue=True), message)
+                await settle(message.nack(requeue=True), message)
                 return
             current = asyncio.current_task()
             assert current is not None
@@ -181,6 +179,11 @@ class Worker:
             worker=self.worker_id,
             request_id=task.request_id,
         ):
+            if task.id in self._cancelled:
+                log.info("task %s was cancelled; acked without running it", task.id)
+                self.stats["cancelled"] += 1
+                await settle(message.ack(), message)
+                return
             try:
                 handler = self._lookup(task.task)
                 payload = self._catalog.validate_payload(task.task, task.payload)
@@ -211,22 +214,35 @@ class Worker:
         redelivered = bool(message.redelivered)
         if (redelivered or task.resent) and not await self._may_run(message, queue, task):
             return
-        run_number = _run_number(message, task)
-        run = self._start_run(task, redelivered, run_number)
+        run_number = run_number_of(message, task)
+        run = self._runs.start_run(task, redelivered, run_number)
+        current = asyncio.current_task()
+        assert current is not None
+        self._current[task.id] = current
         try:
             result = self._checked(await self._call(handler, payload, ctx, self._limit_of(task)))
         except asyncio.CancelledError:
+            self._runs.end_run(run, None)
+            if task.id in self._cancelled and not self._stopping:
+                # Cancelled on request: stopped (a sync task's process killed), acked, the
+                # slot goes on with the next task. The record already says cancelled.
+                current.uncancel()
+                log.info("task %s cancelled while running; stopped", task.id)
+                self.stats["cancelled"] += 1
+                await settle(message.ack(), message)
+                return
             # Shutdown outran the grace period: give the task back, don't dead-letter it.
             log.warning("task %s interrupted by shutdown; requeued", task.id)
-            self._end_run(run, None)
-            await _settle(message.nack(requeue=True), message)
+            await settle(message.nack(requeue=True), message)
             raise
         except Exception as error:
             await self._fail(message, queue, task, run, run_number, error)
             return
-        await self._report_end(run, TaskState.SUCCEEDED, result=result)
+        finally:
+            self._current.pop(task.id, None)
+        await self._runs.report_end(run, TaskState.SUCCEEDED, result=result)
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
-        if await _settle(message.ack(), message):
+        if await settle(message.ack(), message):
             self.stats["succeeded"] += 1
 
     async def _fail(
@@ -234,7 +250,7 @@ class Worker:
         message: AbstractIncomingMessage,
         queue: str,
         task: TaskMessage,
-        run: _Run | None,
+        run: Run | None,
         run_number: int,
         error: Exception,
     ) -> None:
@@ -249,8 +265,8 @@ class Worker:
             except Exception as failure:
                 # Could not schedule it: give the message back; this attempt runs again.
                 log.warning("task %s: could not schedule a retry (%r); requeued", task.id, failure)
-                self._end_run(run, None)
-                await _settle(message.nack(requeue=True), message)
+                self._runs.end_run(run, None)
+                await settle(message.nack(requeue=True), message)
                 return
             self.stats["retried"] += 1
             # A Retry is a control signal, not a failure: INFO, not WARNING.
@@ -263,14 +279,14 @@ class Worker:
                 detail,
                 delay_s,
             )
-            await self._report_end(
-                run, TaskState.RETRYING, error=_error_info(error), retry_at=retry_at
+            await self._runs.report_end(
+                run, TaskState.RETRYING, error=error_info(error), retry_at=retry_at
             )
-            await _settle(message.ack(), message)
+            await settle(message.ack(), message)
             return
         self.stats["failed"] += 1
         log.warning("task %s failed on attempt %d: %s", task.id, task.attempt, detail)
-        await self._report_end(run, TaskState.FAILED, error=_error_info(error))
+        await self._runs.report_end(run, TaskState.FAILED, error=error_info(error))
         await self._reject(message, queue, "failed", detail, counted=False)
 
     def _retries_left(self, task: TaskMessage, error: Exception) -> bool:
@@ -289,7 +305,7 @@ class Worker:
     ) -> bool:
         """A redelivered or re-sent task may have run: ask the producers (rare path). If it
         must not run, settle it here: ack a finished one, dead-letter a crash loop."""
-        log.info("task %s was %s; checking it did not finish already", task.id, _why(task))
+        log.info("task %s was %s; checking it did not finish already", task.id, why(task))
         if self._run_check is None:
             return True
         verdict = await self._run_check.verdict(task.id, bool(message.redelivered))
@@ -310,7 +326,7 @@ class Worker:
                 task.id,
                 verdict.finished_as,
             )
-            await _settle(message.ack(), message)
+            await settle(message.ack(), message)
         return False
 
     def _checked(self, result: JSONValue) -> JSONValue:
@@ -325,58 +341,6 @@ class Worker:
                 f"CONVEYOR_MAX_RESULT_BYTES={self._max_result_bytes}"
             )
         return result
-
-    def _start_run(self, task: TaskMessage, redelivered: bool, run_number: int) -> _Run | None:
-        """Track a run for its status events; None when events are off (nothing to build)."""
-        if not self._reporter.events_enabled:
-            return None
-        event = partial(
-            make_event,
-            task.id,
-            task.task,
-            attempt=task.attempt,
-            worker=self.worker_id,
-            redelivered=redelivered,
-            started_at=time.time(),
-            run=run_number,
-        )
-        run = _Run(event, time.monotonic())
-        if self._report_running_after_s <= 0:
-            self._reporter.emit(event(TaskState.RUNNING))
-            run.reported = True
-        self._runs.add(run)
-        return run
-
-    def _end_run(self, run: _Run | None, state: TaskState | None, **details: Any) -> int:
-        """Stop tracking `run`; report its terminal `state`, if any (the event's number)."""
-        if run is None:
-            return 0
-        self._runs.discard(run)
-        if state is None:
-            return 0
-        return self._reporter.emit(run.event(state, **details))
-
-    async def _report_end(self, run: _Run | None, state: TaskState, **details: Any) -> None:
-        """Report the run's end; with ack_after_report, wait for the broker's confirm, so a
-        task is never acked before its record can learn the outcome."""
-        number = self._end_run(run, state, **details)
-        if self._ack_after_report and number:
-            await self._reporter.wait_confirmed(number)
-
-    async def _report_long_runs(self) -> None:
-        """Report `running` for tasks that run past the threshold.
-
-        One periodic sweep instead of a timer per task: timers cost more than the rest of a
-        quick task's bookkeeping. Quick tasks then cost one event, not two.
-        """
-        every_s = max(self._report_running_after_s / 2, 0.01)
-        while True:
-            await asyncio.sleep(every_s)
-            due = time.monotonic() - self._report_running_after_s
-            for run in list(self._runs):
-                if not run.reported and run.started <= due:
-                    self._reporter.emit(run.event(TaskState.RUNNING))
-                    run.reported = True
 
     def _limit_of(self, task: TaskMessage) -> float:
         if task.timeout_s is not None:
@@ -413,45 +377,6 @@ class Worker:
             self.stats["rejected"] += 1
         log.warning("message %s dead-lettered (%s): %s", message.message_id, reason, error)
         if await self._reporter.dead_letter(message, queue, reason, error):
-            await _settle(message.ack(), message)
+            await settle(message.ack(), message)
         else:
-            await _settle(message.reject(requeue=False), message)
-
-
-async def _settle(action: Awaitable[None], message: AbstractIncomingMessage) -> bool:
-    """Await an ack/nack/reject; a dead channel means the broker will redeliver. True if sent."""
-    try:
-        await action
-    except Exception as error:
-        log.warning(
-            "could not settle message %s (%r); broker will redeliver", message.message_id, error
-        )
-        return False
-    return True
-
-
-def _run_number(message: AbstractIncomingMessage, task: TaskMessage) -> int:
-    """Which start of its task this delivery is: the starts of earlier attempts, plus this
-    message's deliveries (quorum queues count earlier ones in `x-delivery-count`; classic
-    queues only say whether it was delivered before)."""
-    count = (message.headers or {}).get("x-delivery-count")
-    if isinstance(count, int) and not isinstance(count, bool):
-        return task.runs_before + count + 1
-    return task.runs_before + (2 if message.redelivered else 1)
-
-
-def _why(task: TaskMessage) -> str:
-    return "published again by the outbox" if task.resent else "redelivered"
-
-
-TRACEBACK_CHARS = 2_000
-
-
-def _error_info(error: Exception) -> dict[str, str]:
-    """What a failed event carries: type, message and the end of the traceback."""
-    text = "".join(traceback.format_exception(error))
-    return {
-        "type": type(error).__name__,
-        "message": str(error),
-        "traceback": text[-TRACEBACK_CHARS:],
-    }
+            await settle(message.reject(requeue=False), message)

@@ -13,11 +13,14 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
+from producer.cancellation import Canceller
 from producer.dead_letter_api import dead_letter_routes
 from producer.dead_letters import DeadLetterDesk
 from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
+from producer.schedule_api import schedule_routes
+from producer.schedule_desk import ScheduleDesk
 from producer.store import TaskStore
 from producer.submission import Submitter, TaskSubmission
 from producer.waiters import Waiters
@@ -43,6 +46,12 @@ class Backend(Protocol):
 
     @property
     def dead_letters(self) -> DeadLetterDesk | None: ...
+
+    @property
+    def schedules(self) -> ScheduleDesk | None: ...
+
+    @property
+    def canceller(self) -> Canceller | None: ...
 
 
 class BatchSubmission(BaseModel):
@@ -70,6 +79,11 @@ class _Access:
         if self.backend.dead_letters is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
         return self.backend.dead_letters
+
+    def canceller(self) -> Canceller:
+        if self.backend.canceller is None:
+            raise BrokerUnavailable("not connected to RabbitMQ")
+        return self.backend.canceller
 
     async def record(self, task_id: str) -> TaskRecord:
         record = await self.store().get(task_id)
@@ -107,6 +121,7 @@ def create_app(
     app.include_router(_submission_routes(access, max_batch_size))
     app.include_router(_record_routes(access))
     app.include_router(dead_letter_routes(access.dead_letters, access.store))
+    app.include_router(schedule_routes(backend))
     app.include_router(_health_routes(backend))
     return app
 
@@ -182,13 +197,14 @@ def _record_routes(access: _Access) -> APIRouter:
                 record = await access.record(task_id)
         return record
 
-    @router.post("/tasks/{task_id}/cancel", status_code=status.HTTP_501_NOT_IMPLEMENTED)
-    async def cancel_task(task_id: TaskId) -> Any:
-        """Reserved: cancellation arrives with scheduling."""
-        await access.record(task_id)
-        return error_response(
-            501, "not_implemented", "cancelling tasks is not available in this version yet"
-        )
+    @router.post("/tasks/{task_id}/cancel", response_model=TaskRecord)
+    async def cancel_task(task_id: TaskId) -> TaskRecord:
+        """Cancel a task that has not finished: a delayed one is never published, a queued
+        one is acked unrun, a running one is stopped. 409 if it already finished."""
+        await access.record(task_id)  # 404 before anything else
+        record = await access.canceller().cancel(task_id)
+        access.backend.waiters.notify([task_id])
+        return record
 
     return router
 

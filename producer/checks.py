@@ -41,31 +41,39 @@ class RunChecks:
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:
         assert self._channel is not None
-        try:
-            asked = orjson.loads(request.body)
-            task_id, redelivered = str(asked["task_id"]), asked.get("redelivered") is True
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("ignored a malformed run check: %r", request.body[:200])
-            return
         if not request.reply_to:
             return
         try:
-            record = await self._store.get(task_id)
-            redeliveries = await self._store.count_redelivery(task_id) if redelivered else 0
+            asked = orjson.loads(request.body)
+            if "cancelled_since" in asked:
+                reply = await self._cancellations(float(asked["cancelled_since"]))
+            else:
+                reply = await self._verdict(str(asked["task_id"]), asked.get("redelivered") is True)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignored a malformed run check: %r", request.body[:200])
+            return
         except Exception as error:
             # No answer: the consumer waits out its timeout and runs the task (at least once).
-            log.warning("could not check task %s: %r", task_id, error)
+            log.warning("could not answer a run check: %r", error)
             return
+        await self._channel.default_exchange.publish(
+            Message(orjson.dumps(reply), correlation_id=request.correlation_id),
+            routing_key=request.reply_to,
+        )
+
+    async def _cancellations(self, since: float) -> dict[str, object]:
+        """Tasks cancelled lately: a consumer starting up acks them unrun if it meets them."""
+        return {"cancelled": await self._store.cancelled_since(since)}
+
+    async def _verdict(self, task_id: str, redelivered: bool) -> dict[str, object]:
+        record = await self._store.get(task_id)
+        redeliveries = await self._store.count_redelivery(task_id) if redelivered else 0
         status = None if record is None else record.status
         finished = status is not None and status.terminal
         dead_letter = not finished and redeliveries > self._max_deliveries
-        reply = {
+        return {
             "task_id": task_id,
             "run": not finished and not dead_letter,
             "status": status,
             "dead_letter": dead_letter,
         }
-        await self._channel.default_exchange.publish(
-            Message(orjson.dumps(reply), correlation_id=request.correlation_id),
-            routing_key=request.reply_to,
-        )

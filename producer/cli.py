@@ -54,8 +54,13 @@ def _add_api_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     submit.add_argument("--idempotency-key", help="resubmitting with this key returns the task")
     submit.add_argument("--max-retries", type=int, help="retries after a failed attempt")
     submit.add_argument("--timeout-s", type=float, help="time limit of one attempt, seconds")
+    submit.add_argument("--delay-s", type=float, help="run no earlier than this from now")
     submit.add_argument("--wait", action="store_true", help="wait until it finished; show it")
     submit.add_argument("--json", action="store_true", help=json_help)
+
+    cancel = commands.add_parser("cancel", help="cancel tasks that have not finished")
+    cancel.add_argument("task_ids", nargs="+", metavar="ID", help="task id(s)")
+    cancel.add_argument("--json", action="store_true", help=json_help)
 
     status = commands.add_parser("status", help="show one task's record")
     status.add_argument("task_id", metavar="ID", help="the task's id")
@@ -110,6 +115,7 @@ async def _submit(client: ConveyorClient, args: argparse.Namespace) -> int:
         idempotency_key=args.idempotency_key,
         max_retries=args.max_retries,
         timeout_s=args.timeout_s,
+        delay_s=args.delay_s,
     )
     if args.wait:
         try:
@@ -124,6 +130,23 @@ async def _submit(client: ConveyorClient, args: argparse.Namespace) -> int:
     else:
         print(record.id)
     return _exit_code([record]) if args.wait else EXIT_OK
+
+
+async def _cancel(client: ConveyorClient, args: argparse.Namespace) -> int:
+    """Cancel each id; one line per id that could not be (finished already, unknown)."""
+    cancelled, code = [], EXIT_OK
+    for task_id in args.task_ids:
+        try:
+            cancelled.append(await client.cancel(task_id))
+        except (TaskNotFound, Conflict) as error:
+            print(f"conveyor: {error}", file=sys.stderr)
+            code = EXIT_FAILED
+    if args.json:
+        render.print_json([record.model_dump(mode="json") for record in cancelled])
+    else:
+        for record in cancelled:
+            print(f"{record.id} cancelled")
+    return code
 
 
 async def _status(client: ConveyorClient, args: argparse.Namespace) -> int:
@@ -239,6 +262,7 @@ async def _purge_dead_letters(client: ConveyorClient, args: argparse.Namespace) 
 Command = Callable[[ConveyorClient, argparse.Namespace], Awaitable[int]]
 API_COMMANDS: dict[str, Command] = {
     "submit": _submit,
+    "cancel": _cancel,
     "status": _status,
     "tasks": _tasks,
     "wait": _wait,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import quote
@@ -133,8 +134,11 @@ class ConveyorClient:
         idempotency_key: str | None = None,
         max_retries: int | None = None,
         timeout_s: float | None = None,
+        delay_s: float | None = None,
+        eta: datetime | None = None,
     ) -> TaskRecord:
-        """Submit one task; with an idempotency key already used, the original record."""
+        """Submit one task (delayed by `delay_s`, or until `eta`, a timezone-aware time);
+        with an idempotency key already used, the original record."""
         body = _without_none(
             {
                 "task": task,
@@ -143,9 +147,15 @@ class ConveyorClient:
                 "idempotency_key": idempotency_key,
                 "max_retries": max_retries,
                 "timeout_s": timeout_s,
+                "delay_s": delay_s,
+                "eta": eta.isoformat() if eta is not None else None,
             }
         )
         return await self._call(TaskRecord, "POST", "/tasks", json=body)
+
+    async def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a task that has not finished; its record. Conflict if it already did."""
+        return await self._call(TaskRecord, "POST", _task_path(task_id) + "/cancel")
 
     async def submit_many(
         self, submissions: Sequence[Mapping[str, Any]]

@@ -22,6 +22,7 @@ from shared.errors import (
     Conflict,
     InvalidPayload,
     PublishFailed,
+    ScheduleNotFound,
     StoreUnavailable,
     SubmissionError,
     TaskNotFound,
@@ -131,6 +132,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(PublishFailed, _publish_failed)
     app.add_exception_handler(TaskNotFound, _task_not_found)
+    app.add_exception_handler(ScheduleNotFound, _task_not_found)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(DBAPIError, _store_unavailable)

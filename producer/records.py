@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 class TaskStatus(StrEnum):
     """Where a task is; see the README's state machine."""
 
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
@@ -57,6 +58,9 @@ class TaskRecord(BaseModel):
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = Field(
         default=None, description="For `retrying`: when the next attempt is due."
+    )
+    eta: datetime | None = Field(
+        default=None, description="For a delayed task: when it is (or was) due."
     )
 
 

@@ -102,7 +102,9 @@ def _task_columns() -> list[Column[Any] | Index]:
 _ADDED_TO_TASKS: list[tuple[str, TypeEngine[Any], str | None]] = [
     ("next_attempt_at", Double(), None),  # v2: when a `retrying` task runs again
     ("deliveries", Integer(), "0"),  # v2: redeliveries counted by run checks (classic queues)
+    ("due_at", Double(), None),  # v3: when a `scheduled` (delayed) task is to be published
 ]
+_ADDED_IN = {"next_attempt_at": 2, "deliveries": 2, "due_at": 3}
 
 tasks = Table(
     "conveyor_tasks",
@@ -112,6 +114,26 @@ tasks = Table(
         Column(name, type_, nullable=default is None, server_default=default)
         for name, type_, default in _ADDED_TO_TASKS
     ),
+)
+
+schedules = Table(
+    "conveyor_schedules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("cron", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("task", String(200), nullable=False),
+    Column("payload", JSONValue, nullable=False),
+    Column("misfire", String(8), nullable=False),
+    Column("queue", String(200)),
+    Column("max_retries", Integer),
+    Column("timeout_s", Double),
+    Column("paused", Boolean, nullable=False, default=False),
+    # The latest tick fired (or skipped by the misfire policy); ticks after it are due.
+    Column("last_tick_at", Double),
+    Column("source", String(8), nullable=False, default="api"),  # api | file
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
 )
 
 dead_letters = Table(
@@ -137,20 +159,36 @@ def _v1_create_tasks(connection: Connection) -> None:
     Table("conveyor_tasks", MetaData(), *_task_columns()).create(connection)
 
 
-def _v2_retries_and_dead_letters(connection: Connection) -> None:
+def _add_task_columns(connection: Connection, version: int) -> None:
     for name, type_, default in _ADDED_TO_TASKS:
+        if _ADDED_IN[name] != version:
+            continue
         sql_type = type_.compile(dialect=connection.dialect)
         not_null = f" NOT NULL DEFAULT {default}" if default is not None else ""
         connection.execute(
             text(f"ALTER TABLE conveyor_tasks ADD COLUMN {name} {sql_type}{not_null}")
         )
+
+
+def _v2_retries_and_dead_letters(connection: Connection) -> None:
+    _add_task_columns(connection, 2)
     dead_letters.create(connection)
+
+
+def _v3_schedules_and_delays(connection: Connection) -> None:
+    _add_task_columns(connection, 3)
+    Index("ix_conveyor_tasks_status_due", tasks.c.status, tasks.c.due_at).create(connection)
+    schedules.create(connection)
 
 
 Migration = Callable[[Connection], None]
 
 # Append only: never edit a migration that has shipped.
-MIGRATIONS: Sequence[Migration] = (_v1_create_tasks, _v2_retries_and_dead_letters)
+MIGRATIONS: Sequence[Migration] = (
+    _v1_create_tasks,
+    _v2_retries_and_dead_letters,
+    _v3_schedules_and_delays,
+)
 
 
 def latest_version() -> int:

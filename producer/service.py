@@ -6,17 +6,24 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from aio_pika.abc import AbstractRobustConnection
 
 from config import ProducerSettings, redact_text, redact_url
+from producer.cancellation import Canceller
 from producer.checks import RunChecks
 from producer.dead_letter_store import DeadLetterStore
 from producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
+from producer.delays import DueTasks
+from producer.leader import Leadership, new_replica_id
 from producer.maintenance import Maintenance
 from producer.publisher import Publisher
 from producer.recorder import Recorder
+from producer.schedule_desk import ScheduleDesk
+from producer.schedule_file import load_schedules_file
+from producer.schedule_store import ScheduleStore
+from producer.scheduler import Scheduler
 from producer.store import TaskStore
 from producer.submission import Submitter
 from producer.waiters import FinishedNotices, Waiters
@@ -30,11 +37,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class Stoppable(Protocol):
+    """A background part of the service."""
+
+    async def stop(self) -> None: ...
+
+
 class ProducerService:
     """The producer's moving parts. `store` is None until the database is open, `submitter`
     until the broker answered too; the HTTP API answers 503 for what needs either."""
 
-    def __init__(self, settings: ProducerSettings, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self, settings: ProducerSettings, catalog: Catalog | None = None, scheduling: bool = True
+    ) -> None:
         self.settings = settings
         self.catalog = catalog or builtin_catalog(settings.test_tasks)
         self.topology = Topology.of(settings)
@@ -43,8 +58,19 @@ class ProducerService:
         self.submitter: Submitter | None = None
         self.recorder: Recorder | None = None
         self.dead_letters: DeadLetterDesk | None = None
+        self.canceller: Canceller | None = None
+        self.schedules: ScheduleDesk | None = None
+        self.replica_id = new_replica_id()
+        # Off for in-process submitters: a bulk-load script should not lead the scheduler.
+        self._scheduling = scheduling
+        # Read before anything connects: a bad schedules file stops the producer (exit 2).
+        self._file_schedules = (
+            load_schedules_file(settings.schedules_file, self.catalog, settings.queues)
+            if scheduling
+            else None
+        )
         self._connections: list[AbstractRobustConnection] = []
-        self._parts: list[Recorder | FinishedNotices | Maintenance] = []
+        self._parts: list[Stoppable] = []
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -121,10 +147,32 @@ class ProducerService:
             result_ttl_s=settings.result_ttl_s,
         )
         maintenance.start()
-        self._parts = [notices, self.recorder, maintenance]
-        self.submitter = Submitter(
+        canceller = Canceller(publishing, self.topology, store)
+        await canceller.start()
+        self.canceller = canceller
+        due_tasks = DueTasks(store, publisher)
+        due_tasks.start()
+        self._parts = [notices, self.recorder, maintenance, due_tasks]
+        submitter = Submitter(
             self.catalog, publisher, settings.queues, store, settings.broker_consumer_timeout_s
         )
+        if self._scheduling:
+            await self._start_scheduling(store, submitter)
+        self.submitter = submitter  # last: the API answers 503 (not ready) until here
+
+    async def _start_scheduling(self, store: TaskStore, submitter: Submitter) -> None:
+        """Load the schedules file, campaign for the scheduler leadership, fire when leading."""
+        schedules = ScheduleStore(store.engine)
+        if self._file_schedules is not None:
+            await schedules.sync_file(self._file_schedules)
+        leadership = Leadership(
+            self.settings, self.topology, self.replica_id, self.settings.leader_timeout_s
+        )
+        scheduler = Scheduler(schedules, submitter, leadership)
+        leadership.start()
+        scheduler.start()
+        self._parts += [scheduler, leadership]
+        self.schedules = ScheduleDesk(schedules, submitter, leadership)
 
     async def _close_connections(self) -> None:
         for part in self._parts:
@@ -156,7 +204,7 @@ async def open_submitter(settings: ProducerSettings) -> AsyncIterator[Submitter]
     async with open_submitter(ProducerSettings()) as submitter:
         await submitter.submit(TaskSubmission(task="echo", payload={"hi": 1}))
     """
-    service = ProducerService(settings)
+    service = ProducerService(settings, scheduling=False)
     try:
         yield await service.wait_ready()
     finally:

@@ -9,6 +9,7 @@ terminal, so nothing ever moves a task backwards.
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class NewTask:
     max_retries: int
     timeout_s: float
     idempotency_key: str | None = None
+    due_at: float | None = None  # a delayed task: recorded `scheduled`, published when due
 
 
 class TaskStore:
@@ -135,7 +137,11 @@ class TaskStore:
         """Records the broker never confirmed (their producer died mid-publish)."""
         query = (
             select(tasks)
-            .where(tasks.c.published.is_(False), tasks.c.created_at < created_before)
+            .where(
+                tasks.c.published.is_(False),
+                func.coalesce(tasks.c.due_at, tasks.c.created_at) < created_before,
+                tasks.c.status != TaskStatus.SCHEDULED.value,  # not due yet: not lost
+            )
             .order_by(tasks.c.created_at)
             .limit(limit)
         )
@@ -175,6 +181,63 @@ class TaskStore:
         items = [_record(row) for row in rows[:limit]]
         more = len(rows) > limit
         return TaskPage(items=items, next_cursor=items[-1].id if more and items else None)
+
+    async def claim_due(self, now: float, limit: int = 500) -> builtins.list[TaskMessage]:
+        """Move delayed tasks that are due from `scheduled` to `queued` (unpublished, so the
+        outbox covers a crash before their publish); the messages to publish. Replicas
+        claiming at once get disjoint sets: the update only takes rows still `scheduled`."""
+        due = (
+            select(tasks.c.id)
+            .where(tasks.c.status == TaskStatus.SCHEDULED.value, tasks.c.due_at <= now)
+            .order_by(tasks.c.due_at)
+            .limit(limit)
+        )
+        async with self.engine.begin() as connection:
+            ids = list((await connection.execute(due)).scalars())
+            if not ids:
+                return []
+            claimed = await connection.execute(
+                update(tasks)
+                .where(tasks.c.id.in_(ids), tasks.c.status == TaskStatus.SCHEDULED.value)
+                # due_at becomes the claim time: the outbox sweeper counts from it.
+                .values(status=TaskStatus.QUEUED.value, due_at=now)
+                .returning(*tasks.c)
+            )
+            return [_message(row) for row in claimed]
+
+    async def next_due(self) -> float | None:
+        """When the earliest delayed task is due."""
+        query = select(func.min(tasks.c.due_at)).where(tasks.c.status == TaskStatus.SCHEDULED.value)
+        async with self.engine.connect() as connection:
+            due = (await connection.execute(query)).scalar()
+        return None if due is None else float(due)
+
+    async def cancel(self, task_id: str, now: float) -> TaskRecord | None:
+        """Mark a task cancelled unless it already finished; the record as it is now."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id, tasks.c.status.not_in(_TERMINAL))
+                .values(
+                    status=TaskStatus.CANCELLED.value,
+                    finished_at=now,
+                    next_attempt_at=None,
+                    error={"type": "Cancelled", "message": "cancelled on request"},
+                )
+            )
+            row = (await connection.execute(select(tasks).where(tasks.c.id == task_id))).first()
+        return None if row is None else _record(row)
+
+    async def cancelled_since(self, since: float, limit: int = 10_000) -> builtins.list[str]:
+        """Ids of tasks cancelled since `since` (a consumer starting up honours them)."""
+        query = (
+            select(tasks.c.id)
+            .where(tasks.c.status == TaskStatus.CANCELLED.value, tasks.c.finished_at >= since)
+            .order_by(tasks.c.finished_at.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as connection:
+            return list((await connection.execute(query)).scalars())
 
     async def count_redelivery(self, task_id: str) -> int:
         """Count one more redelivery of `task_id`; how many so far (0: no such record)."""
@@ -290,13 +353,18 @@ def _tune_sqlite(connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
     cursor.close()
 
 
+def _status_of_new(entry: NewTask) -> TaskStatus:
+    return TaskStatus.QUEUED if entry.due_at is None else TaskStatus.SCHEDULED
+
+
 def _row(entry: NewTask) -> dict[str, Any]:
     message = entry.message
     return {
         "id": message.id,
         "task": message.task,
         "queue": message.queue,
-        "status": TaskStatus.QUEUED.value,
+        "status": _status_of_new(entry).value,
+        "due_at": entry.due_at,
         "progress": 0,
         "payload": message.payload,
         "attempts": 0,
@@ -334,6 +402,7 @@ def _record(row: Row[Any]) -> TaskRecord:
         started_at=_time(row.started_at),
         finished_at=_time(row.finished_at),
         next_attempt_at=_time(row.next_attempt_at),
+        eta=_time(row.due_at),
     )
 
 
@@ -343,7 +412,7 @@ def _record_of_new(entry: NewTask) -> TaskRecord:
         id=message.id,
         task=message.task,
         queue=message.queue,
-        status=TaskStatus.QUEUED,
+        status=_status_of_new(entry),
         payload=message.payload,
         attempts=0,
         max_retries=entry.max_retries,
@@ -351,6 +420,7 @@ def _record_of_new(entry: NewTask) -> TaskRecord:
         idempotency_key=entry.idempotency_key,
         request_id=message.request_id,
         created_at=message.created_at,
+        eta=_time(entry.due_at),
     )
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from producer.publisher import TaskPublisher
 from producer.records import TaskRecord
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # Time a consumer needs after a task's time limit to kill it, report and ack.
 SETTLE_MARGIN_S = 10.0
+MAX_DELAY_S = 365 * 86_400.0
 
 
 class TaskSubmission(BaseModel):
@@ -46,6 +48,28 @@ class TaskSubmission(BaseModel):
         max_length=200,
         description="Submitting the same key again returns the original task, not a new one.",
     )
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, description="Run no earlier than this from now."
+    )
+    eta: AwareDatetime | None = Field(
+        default=None, description="Run no earlier than this time (ISO 8601 with a timezone)."
+    )
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> TaskSubmission:
+        if self.delay_s is not None and self.eta is not None:
+            raise ValueError("give delay_s or eta, not both")
+        return self
+
+    def due_at(self, now: float) -> float | None:
+        """When the task is due (epoch seconds), if that is later than now."""
+        if self.delay_s is not None:
+            due = now + self.delay_s
+        elif self.eta is not None:
+            due = self.eta.timestamp()
+        else:
+            return None
+        return due if due > now else None
 
 
 class Submitter:
@@ -66,7 +90,11 @@ class Submitter:
         self.store = store
 
     def prepare(
-        self, submission: TaskSubmission, request_id: str | None = None, field_prefix: str = ""
+        self,
+        submission: TaskSubmission,
+        request_id: str | None = None,
+        field_prefix: str = "",
+        task_id: str | None = None,
     ) -> TaskMessage:
         """A TaskMessage for `submission`, or a SubmissionError naming the bad field."""
         try:
@@ -82,8 +110,12 @@ class Submitter:
                 field=f"{field_prefix}queue",
             )
         self._check_timeout(submission.timeout_s or spec.timeout_s, f"{field_prefix}timeout_s")
+        if submission.eta is not None and submission.eta.timestamp() > time.time() + MAX_DELAY_S:
+            raise SubmissionError(
+                f"eta is more than {MAX_DELAY_S / 86_400:g} days away", field=f"{field_prefix}eta"
+            )
         return TaskMessage(
-            id=new_task_id(),
+            id=task_id or new_task_id(),
             task=spec.name,
             queue=queue,
             payload=payload.model_dump(mode="json"),
@@ -112,6 +144,7 @@ class Submitter:
             max_retries=spec.max_retries if task.max_retries is None else task.max_retries,
             timeout_s=spec.timeout_s if task.timeout_s is None else task.timeout_s,
             idempotency_key=submission.idempotency_key,
+            due_at=submission.due_at(task.created_at.timestamp()),
         )
 
     async def submit(self, submission: TaskSubmission, request_id: str | None = None) -> TaskRecord:
@@ -131,17 +164,23 @@ class Submitter:
         submissions: Sequence[TaskSubmission],
         request_id: str | None = None,
         field_prefix: str = "tasks.{}.",
+        task_ids: Sequence[str] | None = None,
     ) -> list[tuple[TaskRecord, bool]]:
         """Validate all (all-or-nothing), record them, publish the new ones with pipelined
         confirms; (record, created) in the order submitted, created=False for a known
-        idempotency key. Errors name fields with `field_prefix` (formatted with the index)."""
+        idempotency key. Errors name fields with `field_prefix` (formatted with the index).
+        Delayed tasks are recorded as `scheduled` and published when due (producer/delays.py).
+        `task_ids` gives the tasks ids of the caller's choosing (e.g. one per schedule tick)."""
+        ids = list(task_ids) if task_ids is not None else [None] * len(submissions)
         entries = [
-            self._entry(item, self.prepare(item, request_id, field_prefix.format(index)))
-            for index, item in enumerate(submissions)
+            self._entry(item, self.prepare(item, request_id, field_prefix.format(index), task_id))
+            for index, (item, task_id) in enumerate(zip(submissions, ids, strict=True))
         ]
         outcome = await self.store.add(entries)
         fresh = [
-            entry.message for entry, (_, created) in zip(entries, outcome, strict=True) if created
+            entry.message
+            for entry, (_, created) in zip(entries, outcome, strict=True)
+            if created and entry.due_at is None
         ]
         if fresh:
             try:

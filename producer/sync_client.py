@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -74,6 +75,8 @@ class SyncConveyorClient:
         idempotency_key: str | None = None,
         max_retries: int | None = None,
         timeout_s: float | None = None,
+        delay_s: float | None = None,
+        eta: datetime | None = None,
     ) -> TaskRecord:
         """Submit one task; see ConveyorClient.submit."""
         return self._runner.run(
@@ -84,8 +87,14 @@ class SyncConveyorClient:
                 idempotency_key=idempotency_key,
                 max_retries=max_retries,
                 timeout_s=timeout_s,
+                delay_s=delay_s,
+                eta=eta,
             )
         )
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        """Cancel a task; see ConveyorClient.cancel."""
+        return self._runner.run(self._async.cancel(task_id))
 
     def submit_many(self, submissions: Sequence[Mapping[str, Any]]) -> builtins.list[TaskRecord]:
         """Submit several tasks at once; see ConveyorClient.submit_many."""

@@ -140,3 +140,15 @@ class ChildTaskFailed(TaskFailed):
         self.type_name = type_name
         self.message = message
         self.child_traceback = child_traceback
+
+
+class ScheduleNotFound(ConveyorError):
+    """No schedule has that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+        self.name = name
+
+
+class ScheduleFileError(ConveyorError):
+    """The schedules file (CONVEYOR_SCHEDULES_FILE) cannot be read or defines a bad schedule."""

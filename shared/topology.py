@@ -6,6 +6,8 @@
                  -> {ns}.recorder, the durable queue producer replicas apply to the store
     {ns}.finished  fanout exchange: ids of tasks the store saw finish (wakes waiting clients)
     {ns}.checks  queue of consumers' "may I run this redelivered task?" requests
+    {ns}.scheduler-leader  exclusive queue held by the scheduler leader's connection
+    {ns}.control fanout exchange of cancellations, heard by every consumer
 
 Queue arguments are part of the contract: RabbitMQ refuses (PRECONDITION_FAILED) a queue
 re-declared with other arguments, so change them deliberately.
@@ -95,6 +97,17 @@ class Topology:
     def checks_queue(self) -> str:
         return f"{self.namespace}.checks"
 
+    @property
+    def scheduler_leader_queue(self) -> str:
+        """Exclusive queue: the producer replica whose connection declared it leads the
+        scheduler (see producer/leader.py)."""
+        return f"{self.namespace}.scheduler-leader"
+
+    @property
+    def control_exchange(self) -> str:
+        """Fanout of cancellations: every consumer hears each one."""
+        return f"{self.namespace}.control"
+
     def work_queue(self, queue: str) -> str:
         """The broker name of work queue `queue`: `{namespace}.{queue}`."""
         if queue in RESERVED_QUEUE_NAMES:
@@ -178,6 +191,7 @@ async def declare_topology(
     )
     await recorder.bind(topology.events_exchange, routing_key=EVENTS_ROUTING_KEY)
     await channel.declare_exchange(topology.finished_exchange, ExchangeType.FANOUT)
+    await channel.declare_exchange(topology.control_exchange, ExchangeType.FANOUT, durable=True)
     # Checks are answered within seconds or not at all: nothing to keep across a restart.
     await channel.declare_queue(topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS})
     for queue in queues:

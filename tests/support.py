@@ -184,6 +184,7 @@ async def delete_namespace(
         topology.dead_letter_exchange,
         topology.events_exchange,
         topology.finished_exchange,
+        topology.control_exchange,
     ):
         await channel.exchange_delete(name)
     await channel.close()
@@ -247,6 +248,44 @@ class RabbitNode:
                 self._ctl("close_connection", pid, "closed by a test")
                 closed += 1
         return closed
+
+    def close_connections_at_once(self, name_part: str) -> int:
+        """Like `close_connections`, in one rabbitmqctl call (each call costs a second or
+        more, time in which the clients may reconnect): how many were closed."""
+        if not name_part or any(c in name_part for c in '"\\'):
+            raise ValueError(f"name part {name_part!r} must be plain text")
+        erlang = (
+            f'Part = <<"{name_part}">>, '
+            "Pids = [P || P <- rabbit_networking:connections(), "
+            "{client_properties, Props} <- "
+            "rabbit_networking:connection_info(P, [client_properties]), "
+            '{<<"connection_name">>, longstr, Name} <- Props, '
+            "binary:match(Name, Part) =/= nomatch], "
+            '[rabbit_networking:close_connection(P, "closed by a test") || P <- Pids], '
+            "length(Pids)."
+        )
+        return int(self._ctl("eval", erlang).strip())
+
+    def set_memory_alarm(self, on: bool, timeout_s: float = 30) -> None:
+        """Raise (a watermark no node fits under) or clear (the default 0.4) the memory alarm,
+        returning once the node reports it so: publishing connections get blocked while on."""
+        watermark, wanted = ("0.000001", "true") if on else ("0.4", "false")
+        tries = int(timeout_s * 10)
+        erlang = (
+            f"vm_memory_monitor:set_vm_memory_high_watermark({watermark}), "
+            "Wait = fun Loop(0) -> timeout; Loop(N) -> "
+            "On = lists:any(fun({{resource_limit, memory, _}, _}) -> true; (_) -> false end, "
+            "rabbit_alarm:get_alarms()), "
+            f"case On of {wanted} -> ok; _ -> timer:sleep(100), Loop(N - 1) end end, "
+            f"Wait({tries})."
+        )
+        outcome = self._ctl("eval", erlang, timeout_s=timeout_s + 60).strip()
+        if outcome != "ok":
+            raise AssertionError(f"memory alarm still {'off' if on else 'on'} after {timeout_s}s")
+
+    def memory_alarm_on(self) -> bool:
+        """Whether the node has a memory alarm in effect."""
+        return "resource_limit,memory" in self._ctl("eval", "rabbit_alarm:get_alarms().")
 
     def start(self, timeout_s: float = 60) -> None:
         subprocess.run(

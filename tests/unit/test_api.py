@@ -51,6 +51,8 @@ class Backend:
     submitter: Submitter | None = None
     waiters: Waiters = field(default_factory=Waiters)
     dead_letters: None = None
+    canceller: None = None
+    schedules: None = None
 
 
 @pytest.fixture
@@ -330,12 +332,6 @@ async def test_tokens_guard_every_endpoint_but_health(backend: Backend) -> None:
             "/tasks", json={"task": "echo"}, headers={"Authorization": "Bearer other"}
         )
         assert ok.status_code == 202
-
-
-async def test_cancel_is_reserved_with_501(client: httpx.AsyncClient) -> None:
-    task_id = (await client.post("/tasks", json={"task": "echo"})).json()["id"]
-    reply = await client.post(f"/tasks/{task_id}/cancel")
-    assert reply.status_code == 501 and reply.json()["error"] == "not_implemented"
 
 
 async def test_a_timeout_over_the_brokers_consumer_timeout_is_422(

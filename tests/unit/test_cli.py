@@ -499,3 +499,20 @@ def test_a_rate_limited_submit_exits_1_with_the_api_message(
     )
     code, out, err = run(capsys, ["submit", "echo"], api.transport())
     assert (code, out, err) == (1, "", "conveyor: too many submissions; retry in 1 s\n")
+
+
+def test_cancel_cancels_each_id_and_names_the_ones_it_could_not(
+    capsys: pytest.CaptureFixture[str], api: FakeApi
+) -> None:
+    queued = api.add("echo", TaskStatus.QUEUED)["id"]
+    done = api.add("echo", TaskStatus.SUCCEEDED)["id"]
+    code, out, err = run(capsys, ["cancel", queued, done, "nope"], api.transport())
+    assert code == 1
+    assert out.strip() == f"{queued} cancelled"
+    assert f"task {done!r} is already succeeded" in err and "no task with id 'nope'" in err
+    assert api.records[queued]["status"] == "cancelled"
+
+
+def test_submit_passes_a_delay(capsys: pytest.CaptureFixture[str], api: FakeApi) -> None:
+    code, _, _ = run(capsys, ["submit", "echo", "--delay-s", "2.5"], api.transport())
+    assert code == 0 and api.bodies()[0]["delay_s"] == 2.5

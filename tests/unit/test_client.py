@@ -138,9 +138,20 @@ class FakeApi:
                 return self._found(task_id, lambda record: record)
             case "GET", ["tasks", task_id, "wait"]:
                 return self._found(task_id, self._advance)
+            case "POST", ["tasks", task_id, "cancel"]:
+                return self._cancel(task_id)
             case _, ["dead-letters", *_]:
                 return self._route_dead_letters(request.method, parts, request.url.params)
         return _error(404, "not_found", "Not Found")
+
+    def _cancel(self, task_id: str) -> httpx.Response:
+        record = self.records.get(task_id)
+        if record is None:
+            return _error(404, "not_found", f"no task with id {task_id!r}")
+        if TaskStatus(record["status"]).terminal:
+            return _error(409, "conflict", f"task {task_id!r} is already {record['status']}")
+        record["status"] = "cancelled"
+        return httpx.Response(200, json=record)
 
     def _route_dead_letters(
         self, method: str, parts: list[str], params: httpx.QueryParams

@@ -19,6 +19,7 @@ from shared.topology import Topology
 
 T = TypeVar("T")
 LoopName = Literal["asyncio", "uvloop"]
+StoreKind = Literal["sqlite", "postgres"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -71,19 +72,47 @@ class Names:
         return f"{self.namespace}.raw-work"
 
     def queues(self) -> list[str]:
-        """Every durable queue the run may create (Conveyor's and raw's)."""
-        return [self.conveyor_queue, self.conveyor.dead_letter_queue, self.raw_queue]
+        """Every named queue the run may create: Conveyor's work queue, every `*_queue` name
+        of its Topology (so names added there later are cleaned up too), the raw queue.
+
+        Server-named exclusive queues (the bench's observers, the producers' finished
+        notices) go with their connections; retry queues exist only for failed tasks (the
+        bench's `echo` never fails) and expire on their own.
+        """
+        return [self.conveyor_queue, *_topology_names(self.conveyor, "_queue"), self.raw_queue]
 
     def exchanges(self) -> list[str]:
-        """Every exchange the run may create (Conveyor's and raw's)."""
-        conveyor = self.conveyor
-        return [
-            conveyor.tasks_exchange,
-            conveyor.dead_letter_exchange,
-            conveyor.events_exchange,
-            self.raw_exchange,
-            self.raw_dlx,
-        ]
+        """Every exchange the run may create: every `*_exchange` of the Topology, and raw's."""
+        return [*_topology_names(self.conveyor, "_exchange"), self.raw_exchange, self.raw_dlx]
+
+
+def _topology_names(topology: Topology, suffix: str) -> list[str]:
+    """The values of the Topology's name properties ending in `suffix`."""
+    return [
+        str(getattr(topology, attr))
+        for attr in sorted(dir(Topology))
+        if attr.endswith(suffix) and isinstance(getattr(Topology, attr), property)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """One run's parameters, the same for the raw pair and Conveyor."""
+
+    url: str
+    names: Names
+    tasks: int
+    latency_rate: float
+    latency_seconds: float
+    queue_type: Literal["quorum", "classic"]
+    store: StoreKind
+    postgres_url: str
+    http_concurrency: int
+
+    @property
+    def timeout_s(self) -> float:
+        """Deadline of one enqueue or drain: generous, but never endless."""
+        return 60 + self.tasks / 100
 
 
 def run_on(main: Coroutine[Any, Any, T], loop: LoopName) -> T:

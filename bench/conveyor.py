@@ -1,8 +1,9 @@
 """Conveyor's side of the benchmark, used only through its public surface.
 
-Publishing goes through `open_submitter` (the in-process Python API), consuming through
-`python -m consumer` processes configured by CONVEYOR_* variables, completions through the
-the `succeeded` status events on `{ns}.events`.
+Publishing goes through `open_submitter` (the in-process Python API: a whole producer
+service, Recorder included, on the run's own database), consuming through `python -m consumer`
+processes configured by CONVEYOR_* variables, latency completions through the `succeeded`
+status events on `{ns}.events`.
 """
 
 from __future__ import annotations
@@ -28,15 +29,20 @@ CONSUMER_ARGV = [sys.executable, "-m", "consumer"]
 
 
 def producer_settings(
-    url: str, names: Names, queue_type: Literal["quorum", "classic"]
+    url: str, names: Names, queue_type: Literal["quorum", "classic"], database_url: str
 ) -> ProducerSettings:
-    """Producer settings of the run (explicit, so stray CONVEYOR_* variables don't leak in)."""
+    """Producer settings of the run (explicit, so stray CONVEYOR_* variables don't leak in).
+
+    `database_url` is the run's own database: without it the store would be `conveyor.db`
+    in the current directory, shared with whatever else runs there.
+    """
     return ProducerSettings(
         amqp_url=SecretStr(url),
         namespace=names.namespace,
         queue_type=queue_type,
         queues=[CONVEYOR_QUEUE],
         confirm_window=CONFIRM_WINDOW,
+        database_url=SecretStr(database_url),
     )
 
 

@@ -1,8 +1,9 @@
 """The three measurements, independent of who publishes or consumes: enqueue, drain, latency.
 
 Drain is measured from the broker's side (queue depth by passive declare), so consumer
-process start-up never counts; latency is measured in the bench process only, so both
-timestamps come from one clock.
+process start-up never counts, and optionally until a `settled` check passes (the task store
+shows every task done); latency is measured in the bench process only, so both timestamps
+come from one clock.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ from bench.common import Children, say
 class Throughput:
     """Tasks moved in a time window, and CPU seconds per 1,000 of them.
 
-    Enqueue: wall time of the confirmed publishes, the publishing process's CPU. Drain: the
-    queue depth fall while all consumers were attached, the consumer processes' CPU.
+    Enqueue: wall time of the confirmed publishes; `cpu_s_per_1k` is the publishing process's
+    CPU (the bench process, or the HTTP producer's). Drain: the queue depth fall (and the
+    store catching up, when asked) while all consumers were attached; `cpu_s_per_1k` is the
+    consumer processes' CPU. `host_cpu_s_per_1k` is always the bench process's own CPU: the
+    in-process producer service (its Recorder during drains) plus the bench's polling.
     """
 
     tasks: int
     seconds: float
     per_s: float
     cpu_s_per_1k: float
+    host_cpu_s_per_1k: float
 
 
 def pooled(samples: Sequence[Throughput]) -> Throughput:
@@ -39,7 +44,16 @@ def pooled(samples: Sequence[Throughput]) -> Throughput:
     tasks = sum(s.tasks for s in samples)
     seconds = sum(s.seconds for s in samples)
     cpu = sum(s.cpu_s_per_1k * s.tasks / 1000 for s in samples)
-    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000)
+    host = sum(s.host_cpu_s_per_1k * s.tasks / 1000 for s in samples)
+    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000, host / tasks * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """One drain: until the queue was empty, and until `settled` passed (None: not asked)."""
+
+    emptied: Throughput
+    settled: Throughput | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +67,25 @@ class LatencyResult:
     max_ms: float
 
 
-async def timed_enqueue(tasks: int, publish: Awaitable[object], timeout_s: float) -> Throughput:
-    """Await `publish` (N confirmed publishes) and measure wall and process CPU time."""
-    cpu0, t0 = time.process_time(), time.perf_counter()
+async def timed_enqueue(
+    tasks: int,
+    publish: Awaitable[object],
+    timeout_s: float,
+    publishers: Sequence[subprocess.Popen[bytes]] = (),
+) -> Throughput:
+    """Await `publish` (N confirmed publishes) and measure wall and CPU time.
+
+    The publishing CPU is that of `publishers` when given (a producer process serving HTTP),
+    else the bench process's own.
+    """
+    host0, t0 = time.process_time(), time.perf_counter()
+    cpu0 = cpu_seconds(publishers)
     async with asyncio.timeout(timeout_s):
         await publish
     seconds = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
-    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000)
+    host = time.process_time() - host0
+    cpu = cpu_seconds(publishers) - cpu0 if publishers else host
+    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000, host / tasks * 1000)
 
 
 class QueueProbe:
@@ -98,12 +123,35 @@ class QueueProbe:
 
 
 def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
-    """User + system CPU seconds the processes used so far."""
+    """User + system CPU seconds the processes used so far (0 for none)."""
     total = 0.0
     for proc in procs:
         times = psutil.Process(proc.pid).cpu_times()
         total += times.user + times.system
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """Clock and CPU counters at one instant of a drain."""
+
+    at: float
+    cpu_s: float
+    host_cpu_s: float
+
+    @classmethod
+    def now(cls, procs: Sequence[subprocess.Popen[bytes]]) -> _Mark:
+        return cls(time.perf_counter(), cpu_seconds(procs), time.process_time())
+
+    def since(self, start: _Mark, tasks: int) -> Throughput:
+        seconds = self.at - start.at
+        return Throughput(
+            tasks,
+            seconds,
+            tasks / seconds,
+            (self.cpu_s - start.cpu_s) / tasks * 1000,
+            (self.host_cpu_s - start.host_cpu_s) / tasks * 1000,
+        )
 
 
 async def measure_drain(
@@ -112,32 +160,39 @@ async def measure_drain(
     children: Children,
     procs: Sequence[subprocess.Popen[bytes]],
     timeout_s: float,
+    settled: Callable[[], Awaitable[bool]] | None = None,
     interval_s: float = 0.005,
-) -> Throughput:
+    settle_interval_s: float = 0.01,
+) -> Drain:
     """Poll the depth of a pre-filled `queue` while `procs` consume it.
 
-    The clock (and the CPU baseline) starts at the first poll that sees all consumers
+    The clock (and the CPU baselines) starts at the first poll that sees all consumers
     attached and stops at the first poll that sees 0 ready messages: start-up and
-    connection set-up of the processes are outside the window.
+    connection set-up of the processes are outside the window. With `settled`, a second
+    clock stops at the first later check that returns True; it is checked only once the
+    queue is empty, so its cost (a database query) does not slow the drain itself.
     """
-    start: tuple[float, int, float] | None = None
+    start: tuple[_Mark, int] | None = None
     async with asyncio.timeout(timeout_s):
         while True:
             children.check_alive(procs)
             messages, consumers = await probe.counts(queue)
-            now = time.perf_counter()
             if start is None and consumers >= len(procs):
                 if messages == 0:
                     raise RuntimeError(f"{queue} was empty once all consumers were attached")
-                start = (now, messages, cpu_seconds(procs))
+                start = (_Mark.now(procs), messages)
             elif start is not None and messages == 0:
-                cpu_end = cpu_seconds(procs)
+                emptied = _Mark.now(procs)
                 break
             await asyncio.sleep(interval_s)
-    assert start is not None
-    t0, drained, cpu0 = start
-    seconds = now - t0
-    return Throughput(drained, seconds, drained / seconds, (cpu_end - cpu0) / drained * 1000)
+        mark, drained = start
+        if settled is None:
+            return Drain(emptied.since(mark, drained), None)
+        while not await settled():
+            children.check_alive(procs)
+            await asyncio.sleep(settle_interval_s)
+        done = _Mark.now(procs)
+    return Drain(emptied.since(mark, drained), done.since(mark, drained))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -1,11 +1,13 @@
 """Conveyor vs a minimal raw aio-pika pair, in one run with identical broker settings.
 
-    .venv/bin/python -m bench.run [--tasks 20000] [--loop asyncio|uvloop|both]
+    .venv/bin/python -m bench.run [--tasks 10000] [--loop asyncio|uvloop|both]
+                                  [--store sqlite|postgres] [--http-concurrency 1]
 
 Persistent messages, publisher confirms (256 outstanding), durable queues of the same type
 and arguments, prefetch=1, manual acks, 2 consumer processes, a no-op task. Measures enqueue
-and drain throughput, end-to-end latency at a steady rate and CPU per 1,000 tasks; prints
-a table per event loop and one JSON line of everything at the end.
+(raw, Python API, HTTP batch endpoint) and drain throughput (raw, store off, store on),
+end-to-end latency at a steady rate and CPU per 1,000 tasks; prints a table per event loop
+and one JSON line of everything at the end.
 """
 
 from __future__ import annotations
@@ -13,214 +15,62 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 if __package__ in (None, ""):  # run as `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aio_pika
-from aio_pika.abc import AbstractConnection
 
 from bench.common import (
     CONFIRM_WINDOW,
     CONSUMER_PROCESSES,
     DEFAULT_AMQP_URL,
     Children,
+    Config,
     LoopName,
     Names,
     check_loopback,
-    child_env,
     run_on,
     say,
 )
-from bench.conveyor import (
-    CONSUMER_ARGV,
-    consumer_env,
-    latency_sender,
-    producer_settings,
-    submissions,
-    submitter_for,
-    subscribe_succeeded,
-)
-from bench.measure import (
-    LatencySide,
-    QueueProbe,
-    alternating_latency,
-    measure_drain,
-    pooled,
-    timed_enqueue,
-)
-from bench.raw import RawPublisher, declare_raw, raw_consumer_argv, subscribe_replies
+from bench.database import DEFAULT_POSTGRES_URL, database_name, drop_postgres, run_database
+from bench.http_producer import BATCH_SIZE, DEFAULT_CONCURRENCY
 from bench.report import print_results
-from producer.submission import Submitter
+from bench.steps import Bench, Results
+from config import redact_url
 
-Results = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    """One run's parameters, the same for the raw pair and Conveyor."""
-
-    url: str
-    names: Names
-    tasks: int
-    latency_rate: float
-    latency_seconds: float
-    queue_type: Literal["quorum", "classic"]
-
-    @property
-    def timeout_s(self) -> float:
-        """Deadline of one enqueue or drain: generous, but never endless."""
-        return 60 + self.tasks / 100
-
-
-class Bench:
-    """One event loop's measurements, ordered ABBA so drift on a shared machine cancels.
-
-    enqueue raw, Conveyor | drain raw, Conveyor (events off) | enqueue Conveyor, raw |
-    drain Conveyor (events on), raw | latency, alternating 1 s blocks of raw and Conveyor
-    with both consumer pairs attached.
-    """
-
-    def __init__(
-        self,
-        cfg: Config,
-        loop: LoopName,
-        children: Children,
-        observer: AbstractConnection,
-        out: Results,
-    ) -> None:
-        self.cfg, self.loop, self.children, self.out = cfg, loop, children, out
-        self.observer = observer
-        self.probe = QueueProbe(observer)
-        self.kept: list[subprocess.Popen[bytes]] = []
-
-    def _say(self, message: str) -> None:
-        say(f"[{self.loop}] {message}")
-
-    async def _expect_depth(self, queue: str) -> None:
-        """Warn if a pre-filled queue does not hold exactly the tasks just published."""
-        messages, _ = await self.probe.counts(queue)
-        if messages != self.cfg.tasks:
-            say(f"warning: {queue} holds {messages} messages, expected {self.cfg.tasks}")
-
-    async def enqueue_raw(self, publisher: RawPublisher, key: str) -> None:
-        self._say(f"raw: enqueue {self.cfg.tasks} tasks")
-        self.out[key] = await timed_enqueue(
-            self.cfg.tasks, publisher.publish_many(self.cfg.tasks), self.cfg.timeout_s
-        )
-        await self._expect_depth(self.cfg.names.raw_queue)
-
-    async def enqueue_conveyor(self, submitter: Submitter, key: str) -> None:
-        items = submissions(self.cfg.tasks)  # built before the clock starts
-        self._say(f"Conveyor: enqueue {self.cfg.tasks} tasks (one submit_many call)")
-        self.out[key] = await timed_enqueue(
-            self.cfg.tasks, submitter.submit_many(items), self.cfg.timeout_s
-        )
-        await self._expect_depth(self.cfg.names.conveyor_queue)
-
-    async def drain(self, key: str, events: bool | None, keep: bool) -> None:
-        """Start 2 consumer processes on a pre-filled queue and measure its drain.
-
-        `events` None: the raw consumer; else `python -m consumer` with CONVEYOR_EVENTS.
-        `keep` leaves them running for the latency test.
-        """
-        cfg = self.cfg
-        if events is None:
-            argv, queue = raw_consumer_argv(cfg.url, cfg.names, self.loop), cfg.names.raw_queue
-            env, label = child_env({}), f"raw-{self.loop}"
-        else:
-            argv, queue = CONSUMER_ARGV, cfg.names.conveyor_queue
-            health = self.children.log_dir / "conveyor-alive"
-            env = consumer_env(cfg.url, cfg.names, cfg.queue_type, self.loop, events, health)
-            label = f"conveyor-{self.loop}-events-{'on' if events else 'off'}"
-        procs = [self.children.spawn(argv, env, label) for _ in range(CONSUMER_PROCESSES)]
-        try:
-            self._say(f"drain {key} with {CONSUMER_PROCESSES} processes")
-            self.out[key] = await measure_drain(
-                self.probe, queue, self.children, procs, cfg.timeout_s
-            )
-            dead = (
-                0 if events is None else (await self.probe.counts(f"{cfg.names.namespace}.dead"))[0]
-            )
-            if dead:
-                raise RuntimeError(f"Conveyor dead-lettered {dead} bench tasks: invalid numbers")
-        except BaseException:
-            await self.children.stop(procs)
-            raise
-        if keep:
-            self.kept.extend(procs)
-        else:
-            await self.children.stop(procs)
-
-    async def latency(self, publisher: RawPublisher, submitter: Submitter) -> None:
-        """Alternating steady-rate blocks; completions: raw replies, Conveyor succeeded events."""
-        cfg = self.cfg
-        raw_done: dict[str, float] = {}
-        replies = await subscribe_replies(await self.observer.channel(), raw_done)
-
-        async def send_raw(i: int) -> str:
-            return await publisher.publish(i, reply_to=replies.name)
-
-        raw = LatencySide(send_raw, raw_done)
-        conveyor = LatencySide(latency_sender(submitter))
-        await subscribe_succeeded(await self.observer.channel(), cfg.names, conveyor.completions)
-        for queue in (cfg.names.raw_queue, cfg.names.conveyor_queue):
-            await self.probe.wait_consumers(queue, CONSUMER_PROCESSES, self.children, self.kept)
-        self._say(f"latency at {cfg.latency_rate:g}/s, alternating 1 s blocks")
-        results = await alternating_latency(
-            {"raw": raw, "conveyor": conveyor}, cfg.latency_rate, cfg.latency_seconds
-        )
-        self.out["latency_raw"], self.out["latency_conveyor"] = results["raw"], results["conveyor"]
-
-    async def run(self) -> None:
-        cfg, out = self.cfg, self.out
-        setup = await self.observer.channel()
-        await declare_raw(setup, cfg.names, cfg.queue_type)
-        await setup.close()
-        async with asyncio.timeout(15):
-            publishing = await aio_pika.connect(cfg.url)
-        settings = producer_settings(cfg.url, cfg.names, cfg.queue_type)
-        try:
-            async with publishing, submitter_for(settings) as submitter:
-                publisher = await RawPublisher.open(publishing, cfg.names)
-                await self.enqueue_raw(publisher, "enqueue_raw_1")
-                await self.enqueue_conveyor(submitter, "enqueue_conveyor_1")
-                await self.drain("drain_raw_1", None, keep=False)
-                await self.drain("drain_conveyor_events_off", False, keep=False)
-                await self.enqueue_conveyor(submitter, "enqueue_conveyor_2")
-                await self.enqueue_raw(publisher, "enqueue_raw_2")
-                await self.drain("drain_conveyor_events_on", True, keep=True)
-                await self.drain("drain_raw_2", None, keep=True)
-                await self.latency(publisher, submitter)
-        finally:
-            await self.children.stop(self.kept)
-        out["enqueue_raw"] = pooled([out["enqueue_raw_1"], out["enqueue_raw_2"]])
-        out["enqueue_conveyor"] = pooled([out["enqueue_conveyor_1"], out["enqueue_conveyor_2"]])
-        out["drain_raw"] = pooled([out["drain_raw_1"], out["drain_raw_2"]])
+LOOPS: tuple[LoopName, ...] = ("asyncio", "uvloop")
 
 
 async def bench_loop(cfg: Config, loop: LoopName, children: Children, out: Results) -> None:
-    """Every measurement for one event loop (bench process and consumers alike)."""
-    async with asyncio.timeout(15):
-        observer = await aio_pika.connect(cfg.url)
-    async with observer:
-        await Bench(cfg, loop, children, observer, out).run()
+    """Every measurement for one event loop (bench process and consumers alike).
+
+    The loop gets its own database, removed when it is done.
+    """
+    name = database_name(cfg.names.namespace, loop)
+    async with run_database(cfg.store, cfg.postgres_url, name) as database_url:
+        say(f"[{loop}] task store: {cfg.store} ({redact_url(database_url)})")
+        async with asyncio.timeout(15):
+            observer = await aio_pika.connect(cfg.url)
+        async with observer:
+            await Bench(cfg, loop, children, observer, database_url, out).run()
 
 
-async def cleanup(url: str, names: Names) -> None:
-    """Delete every queue and exchange of the run's namespace (the broker is shared)."""
+async def cleanup(cfg: Config) -> None:
+    """Delete every queue and exchange of the run's namespace (the broker is shared), and
+    any PostgreSQL database of the run still there (normally each loop dropped its own)."""
+    names = cfg.names
     async with asyncio.timeout(60):
-        connection = await aio_pika.connect(url)
+        connection = await aio_pika.connect(cfg.url)
         async with connection:
             channel = await connection.channel()
             for kind, name in [("queue", q) for q in names.queues()] + [
@@ -236,13 +86,24 @@ async def cleanup(url: str, names: Names) -> None:
                 except Exception as error:
                     say(f"cleanup: could not delete {kind} {name}: {error!r}")
     say(f"cleanup: deleted the queues and exchanges of {names.namespace}")
+    if cfg.store == "postgres":
+        for loop in LOOPS:
+            try:
+                await drop_postgres(cfg.postgres_url, database_name(names.namespace, loop))
+            except Exception as error:
+                say(f"cleanup: could not drop the {loop} database: {error!r}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--tasks", type=int, default=20_000, help="tasks per enqueue/drain")
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=10_000,
+        help="tasks per enqueue/drain (each kind runs twice: 20,000 per row)",
+    )
     parser.add_argument("--latency-rate", type=float, default=200.0, help="tasks/s")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -253,9 +114,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--queue-type", choices=["quorum", "classic"], default="quorum")
     parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL, help="loopback brokers only")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="task store: a SQLite file in a temporary directory, or a bench_* PostgreSQL "
+        "database created and dropped by the run",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="an existing database on the PostgreSQL server (loopback only), used to create "
+        "and drop the run's own",
+    )
+    parser.add_argument(
+        "--http-concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"POST /tasks/batch requests ({BATCH_SIZE} tasks each) in flight at once",
+    )
     args = parser.parse_args(argv)
     if args.tasks < 100 or args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--tasks must be >= 100, rate and seconds > 0")
+    if args.http_concurrency < 1:
+        parser.error("--http-concurrency must be >= 1")
     return args
 
 
@@ -273,14 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         latency_rate=args.latency_rate,
         latency_seconds=args.latency_seconds,
         queue_type=args.queue_type,
+        store=args.store,
+        postgres_url=check_loopback(args.postgres_url),
+        http_concurrency=args.http_concurrency,
     )
-    loops: list[LoopName] = ["asyncio", "uvloop"] if args.loop == "both" else [args.loop]
+    loops: list[LoopName] = list(LOOPS) if args.loop == "both" else [args.loop]
     log_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.names.namespace}-"))
     children = Children(log_dir)
     atexit.register(children.kill_all)
     signal.signal(signal.SIGTERM, _terminate)
     say(f"namespace {cfg.names.namespace}, child logs in {log_dir}")
     results: dict[str, Results] = {}
+    load_at_start = os.getloadavg()[0]
     failed = True
     try:
         for loop in loops:
@@ -290,15 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         children.kill_all()
         try:
-            run_on(cleanup(cfg.url, cfg.names), "asyncio")
+            run_on(cleanup(cfg), "asyncio")
         finally:
-            print_results(meta(cfg, complete=not failed), results)
+            print_results(meta(cfg, not failed, load_at_start), results)
             if not failed:
                 shutil.rmtree(log_dir, ignore_errors=True)
     return 0
 
 
-def meta(cfg: Config, complete: bool) -> dict[str, Any]:
+def meta(cfg: Config, complete: bool, load_at_start: float) -> dict[str, Any]:
     """The run's settings, printed with the results so the JSON line stands on its own."""
     return {
         "namespace": cfg.names.namespace,
@@ -309,12 +195,21 @@ def meta(cfg: Config, complete: bool) -> dict[str, Any]:
         "consumer_processes": CONSUMER_PROCESSES,
         "prefetch": 1,
         "confirm_window": CONFIRM_WINDOW,
-        "conveyor_enqueue": "one Submitter.submit_many call per N tasks",
+        "store": cfg.store,
+        "python_enqueue": "one Submitter.submit_many call per N tasks",
+        "http_enqueue": f"POST /tasks/batch, {BATCH_SIZE} tasks each, "
+        f"{cfg.http_concurrency} in flight, to a `python -m producer` process",
+        "store_off": "consumers with CONVEYOR_EVENTS=false (nothing recorded after submission)",
+        "store_on": "consumers with CONVEYOR_EVENTS=true, the in-process Recorder applies "
+        "the events; drain ends when the store counts every task succeeded",
         "conveyor_latency_publisher": "Submitter.submit",
         "raw_latency_publisher": "raw aio-pika publisher with confirms",
-        "order": "ABBA: enqueue raw,conveyor; drain raw,conveyor(events off); "
-        "enqueue conveyor,raw; drain conveyor(events on),raw; latency alternating 1 s blocks",
+        "order": "enqueue raw,python; drain raw,store on; enqueue http; drain store off; "
+        "enqueue http; drain store off; enqueue python,raw; drain store on,raw; "
+        "latency alternating 1 s blocks",
         "complete": complete,
+        # The machine is shared: how busy it was (at start, at end) tells how far to trust it.
+        "loadavg_1m": [round(load_at_start, 2), round(os.getloadavg()[0], 2)],
     }
 
 

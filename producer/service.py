@@ -18,6 +18,7 @@ from producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
 from producer.delays import DueTasks
 from producer.leader import Leadership, new_replica_id
 from producer.maintenance import Maintenance
+from producer.outbox import PublishedMarks
 from producer.publisher import Publisher
 from producer.recorder import Recorder
 from producer.schedule_desk import ScheduleDesk
@@ -153,8 +154,16 @@ class ProducerService:
         due_tasks = DueTasks(store, publisher)
         due_tasks.start()
         self._parts = [notices, self.recorder, maintenance, due_tasks]
+        marks = PublishedMarks(store)
+        marks.start()
+        self._parts.append(marks)
         submitter = Submitter(
-            self.catalog, publisher, settings.queues, store, settings.broker_consumer_timeout_s
+            self.catalog,
+            publisher,
+            settings.queues,
+            store,
+            settings.broker_consumer_timeout_s,
+            marks,
         )
         if self._scheduling:
             await self._start_scheduling(store, submitter)

@@ -64,7 +64,12 @@ class TaskStore:
     async def open(cls, url: str, max_result_bytes: int = 1_048_576) -> TaskStore:
         """Connect to the database at `url` (async driver form) and migrate its schema."""
         engine = create_async_engine(
-            url, json_serializer=json_dumps, json_deserializer=orjson.loads, pool_pre_ping=True
+            url,
+            json_serializer=json_dumps,
+            json_deserializer=orjson.loads,
+            # A server can drop idle connections; a SQLite file cannot (and the ping costs a
+            # thread round trip per transaction there).
+            pool_pre_ping=not url.startswith("sqlite"),
         )
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _tune_sqlite)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from producer.outbox import PublishedMarks
 from producer.publisher import TaskPublisher
 from producer.records import TaskRecord
 from producer.store import NewTask, TaskStore
@@ -82,12 +83,14 @@ class Submitter:
         queues: Collection[str],
         store: TaskStore,
         broker_consumer_timeout_s: float | None = None,
+        marks: PublishedMarks | None = None,
     ) -> None:
         self.catalog = catalog
         self.broker_consumer_timeout_s = broker_consumer_timeout_s
         self.publisher = publisher
         self.queues = frozenset(queues) | catalog.queues
         self.store = store
+        self._marks = marks
 
     def prepare(
         self,
@@ -189,7 +192,10 @@ class Submitter:
                 # Not accepted, so not recorded; shielded so a cancelled request still cleans up.
                 await asyncio.shield(self._discard([task.id for task in fresh]))
                 raise
-            await self.store.mark_published([task.id for task in fresh])
+            if self._marks is not None:
+                self._marks.mark(task.id for task in fresh)
+            else:
+                await self.store.mark_published([task.id for task in fresh])
         return outcome
 
     async def _discard(self, ids: list[str]) -> None:

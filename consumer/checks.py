@@ -50,7 +50,9 @@ class RunCheck:
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
-        replies = await self._channel.get_queue(REPLY_TO, ensure=False)
+        # declare (passive), not get_queue: a robust channel restores consumers only of
+        # queues it declared, so after a reconnect no reply would arrive.
+        replies = await self._channel.declare_queue(REPLY_TO, passive=True)
         await replies.consume(self._on_reply, no_ack=True)
 
     async def verdict(self, task_id: str, redelivered: bool) -> Verdict:

@@ -16,7 +16,7 @@ from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from producer.store import TaskStore
-from shared.topology import Topology
+from shared.topology import CHECK_TTL_MS, Topology
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,11 @@ class RunChecks:
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=100)
-        queue = await self._channel.get_queue(self._topology.checks_queue, ensure=False)
+        # Declared (not just looked up): a robust channel restores only what it declared, and
+        # this queue is not durable, so a broker restart drops it.
+        queue = await self._channel.declare_queue(
+            self._topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS}
+        )
         await queue.consume(self._answer, no_ack=True)
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:

@@ -61,7 +61,9 @@ class DeadLetterKeeper:
     async def start(self) -> None:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=50)
-        queue = await channel.get_queue(self._topology.dead_letter_queue, ensure=False)
+        # declare (passive), not get_queue: a robust channel restores consumers only of
+        # queues it declared, so after a reconnect this one would stop consuming.
+        queue = await channel.declare_queue(self._topology.dead_letter_queue, passive=True)
         await queue.consume(self._keep)
 
     async def _keep(self, message: AbstractIncomingMessage) -> None:

@@ -243,7 +243,7 @@ class Leadership:
             if self._connection is None or self._connection.is_closed:
                 raise TimeoutError("not connected")
             channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            replies = await channel.get_queue(REPLY_TO, ensure=False)
+            replies = await channel.declare_queue(REPLY_TO, passive=True)
             await replies.consume(self._on_reply, no_ack=True)
             self._ask_channel = channel
             return channel

@@ -50,7 +50,9 @@ class Recorder:
     async def start(self) -> None:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH_MESSAGES)
-        queue = await channel.get_queue(self._topology.recorder_queue, ensure=False)
+        # declare (passive), not get_queue: a robust channel restores consumers only of
+        # queues it declared, so after a reconnect this one would stop consuming.
+        queue = await channel.declare_queue(self._topology.recorder_queue, passive=True)
         await queue.consume(self._inbox.put)
         self._flusher = asyncio.create_task(self._flush_forever(), name="conveyor-recorder")
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 import orjson
-from aio_pika import Message
+from aio_pika import ExchangeType, Message
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
@@ -79,7 +79,11 @@ class FinishedNotices:
 
     async def start(self) -> None:
         channel = await self._connection.channel(publisher_confirms=False)
-        self._exchange = await channel.get_exchange(self._topology.finished_exchange, ensure=False)
+        # Declared here (not durable): after a broker restart the robust channel declares it
+        # again before it re-binds our queue.
+        self._exchange = await channel.declare_exchange(
+            self._topology.finished_exchange, ExchangeType.FANOUT
+        )
         # Server-named, exclusive: each replica hears every notice; gone when it disconnects.
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(self._exchange)

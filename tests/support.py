@@ -283,10 +283,6 @@ class RabbitNode:
         if outcome != "ok":
             raise AssertionError(f"memory alarm still {'off' if on else 'on'} after {timeout_s}s")
 
-    def memory_alarm_on(self) -> bool:
-        """Whether the node has a memory alarm in effect."""
-        return "resource_limit,memory" in self._ctl("eval", "rabbit_alarm:get_alarms().")
-
     def start(self, timeout_s: float = 60) -> None:
         subprocess.run(
             ["rabbitmq-server", "-detached"], env=self._env(), check=True, capture_output=True

@@ -27,7 +27,8 @@ ENV PYTHONUNBUFFERED=1 \
     CONVEYOR_HTTP_HOST=0.0.0.0 \
     CONVEYOR_HTTP_PORT=8000 \
     CONVEYOR_HEALTH_FILE=/tmp/conveyor-alive
-EXPOSE 8000
+# 8000: the producer's HTTP API, dashboard and /metrics; 9108: a consumer's /metrics.
+EXPOSE 8000 9108
 # Both services touch CONVEYOR_HEALTH_FILE every 5 s while their event loop runs.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-m", "shared.health"]

@@ -82,6 +82,7 @@ def consumer_env(
             "CONVEYOR_EVENT_LOOP": loop,
             "CONVEYOR_LOG_LEVEL": "INFO",
             "CONVEYOR_SHUTDOWN_GRACE_S": "5",
+            "CONVEYOR_METRICS_PORT": "0",  # two consumers on one host: any free port each
         }
     )
 

@@ -21,6 +21,7 @@ RESERVED_QUEUE_NAMES = frozenset(
         "checks",
         "control",
         "scheduler-leader",
+        "workers",
     }
 )
 

@@ -68,3 +68,21 @@ class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
         "record is left behind by a consumer killed right after a task, for one more round "
         "trip per task.",
     )
+    worker_heartbeat_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the consumer announces itself to the worker registry; three "
+        "missed heartbeats show it as lost.",
+    )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="Address the consumer's Prometheus /metrics listens on.",
+    )
+    metrics_port: int | None = Field(
+        default=9108,
+        ge=0,
+        le=65535,
+        description="Port of the consumer's Prometheus /metrics (0: any free port, logged; "
+        "unset: no metrics server).",
+    )

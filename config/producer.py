@@ -47,8 +47,8 @@ class ProducerSettings(
     )
     api_tokens: SecretStr | None = Field(
         default=None,
-        description="Comma-separated API tokens; when set, every endpoint but /healthz and "
-        "/readyz needs `Authorization: Bearer <token>`.",
+        description="Comma-separated API tokens; when set, every endpoint but /healthz, "
+        "/readyz and the dashboard's page and files needs `Authorization: Bearer <token>`.",
     )
     rate_limit_per_s: float | None = Field(
         default=None,

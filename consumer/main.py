@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
 
+from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
-from config import ConsumerSettings, load_settings
+from config import ConsumerSettings, load_settings, redact_text
 from consumer.cancellations import Cancellations
 from consumer.checks import RunCheck
 from consumer.handlers import builtin_handlers
+from consumer.heartbeat import HeartbeatSender
+from consumer.metrics import WorkerMetrics
 from consumer.reporter import Reporter
 from consumer.retries import Retrier
 from consumer.sync_runner import SyncRunner
@@ -23,6 +28,7 @@ from shared.builtin_tasks import builtin_catalog
 from shared.connection import connect
 from shared.health import keep_alive
 from shared.logs import configure_logging
+from shared.metrics import serve_metrics
 from shared.runtime import run as run_on_loop
 from shared.topology import Topology, declare_topology
 
@@ -34,61 +40,131 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker:
-    """Consume until `stop` is set, then shut down gracefully; returns the finished worker."""
+# The broker refused our set-up as such (a queue declared with other arguments, a vhost we
+# may not use): trying again cannot help, so the process stops and says why.
+REFUSED_SET_UP = (ChannelPreconditionFailed, ChannelAccessRefused)
+MAX_SET_UP_DELAY_S = 30.0
+
+
+async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker | None:
+    """Consume until `stop` is set, then shut down gracefully; returns the finished worker
+    (None if `stop` came before the worker could start).
+
+    A broker that drops us in the middle of the set-up (it restarts, a connection is
+    force-closed) is waited for: the set-up starts over on fresh connections.
+    """
     worker_id = new_worker_id()
+    metrics = WorkerMetrics()
+    if settings.metrics_port is not None:
+        serve_metrics(metrics.registry, settings.metrics_host, settings.metrics_port)
+    delay_s = settings.reconnect_interval_s
+    while not stop.is_set():
+        connections: list[AbstractRobustConnection] = []
+        try:
+            worker, heartbeat = await _start_worker(settings, worker_id, metrics, connections)
+        except REFUSED_SET_UP:
+            await _close(connections)
+            raise
+        except Exception as error:
+            await _close(connections)
+            log.warning(
+                "start-up interrupted (%s); starting over in %.0fs",
+                redact_text(repr(error)),
+                delay_s,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+            delay_s = min(delay_s * 2, MAX_SET_UP_DELAY_S)
+            continue
+        try:
+            await stop.wait()
+            log.info("shutting down: no new tasks; grace %.1fs", settings.shutdown_grace_s)
+            await worker.stop(settings.shutdown_grace_s)
+            await heartbeat.stop()  # `offline`, with the final counts
+            return worker
+        finally:
+            await _close(connections)
+    return None
+
+
+async def _start_worker(
+    settings: ConsumerSettings,
+    worker_id: str,
+    metrics: WorkerMetrics,
+    connections: list[AbstractRobustConnection],
+) -> tuple[Worker, HeartbeatSender]:
+    """Connect, declare the topology and start consuming; `connections` collects what was
+    opened, for the caller to close. A failure part-way stops what had started."""
     topology = Topology.of(settings)
     consuming = await connect(settings, f"conveyor consumer {worker_id}")
+    connections.append(consuming)
     publishing = await connect(settings, f"conveyor consumer {worker_id} (publish)")
+    connections.append(publishing)
+    reporter = Reporter(publishing, topology, events=settings.events)
+    run_check = RunCheck(publishing, topology)
+    retrier = Retrier(
+        publishing,
+        topology,
+        backoff_s=settings.retry_backoff_s,
+        backoff_max_s=settings.retry_backoff_max_s,
+    )
+    cancellations = Cancellations(
+        consuming, topology, run_check, on_cancel=lambda ids: worker.stop_tasks(ids)
+    )
+    worker = Worker(
+        worker_id=worker_id,
+        connection=consuming,
+        reporter=reporter,
+        catalog=builtin_catalog(settings.test_tasks),
+        handlers=builtin_handlers(settings.smtp_url),
+        topology=topology,
+        queues=settings.queues,
+        concurrency=settings.concurrency,
+        prefetch=settings.prefetch,
+        sync_runner=SyncRunner(
+            settings.concurrency * len(settings.queues),
+            max_rss_mb=settings.max_child_rss_mb,
+            max_tasks_per_child=settings.max_tasks_per_child,
+        ),
+        run_check=run_check,
+        retrier=retrier,
+        ack_after_report=settings.ack_after_report,
+        cancelled=cancellations,
+        report_running_after_s=settings.report_running_after_s,
+        max_result_bytes=settings.max_result_bytes,
+        metrics=metrics,
+    )
+    heartbeat = HeartbeatSender(
+        publishing,
+        topology,
+        worker_id=worker_id,
+        concurrency=settings.concurrency,
+        queues=settings.queues,
+        interval_s=settings.worker_heartbeat_s,
+        status=worker.status,
+    )
     try:
         setup = await consuming.channel()
         await declare_topology(setup, topology, settings.queues)
         await setup.close()
-        reporter = Reporter(publishing, topology, events=settings.events)
         await reporter.start()
-        run_check = RunCheck(publishing, topology)
         await run_check.start()
-        retrier = Retrier(
-            publishing,
-            topology,
-            backoff_s=settings.retry_backoff_s,
-            backoff_max_s=settings.retry_backoff_max_s,
-        )
         await retrier.start()
-        cancellations = Cancellations(
-            consuming, topology, run_check, on_cancel=lambda ids: worker.stop_tasks(ids)
-        )
-        worker = Worker(
-            worker_id=worker_id,
-            connection=consuming,
-            reporter=reporter,
-            catalog=builtin_catalog(settings.test_tasks),
-            handlers=builtin_handlers(settings.smtp_url),
-            topology=topology,
-            queues=settings.queues,
-            concurrency=settings.concurrency,
-            prefetch=settings.prefetch,
-            sync_runner=SyncRunner(
-                settings.concurrency * len(settings.queues),
-                max_rss_mb=settings.max_child_rss_mb,
-                max_tasks_per_child=settings.max_tasks_per_child,
-            ),
-            run_check=run_check,
-            retrier=retrier,
-            ack_after_report=settings.ack_after_report,
-            cancelled=cancellations,
-            report_running_after_s=settings.report_running_after_s,
-            max_result_bytes=settings.max_result_bytes,
-        )
         await cancellations.start()  # before consuming: honour earlier cancellations
         await worker.start()
-        await stop.wait()
-        log.info("shutting down: no new tasks; grace %.1fs", settings.shutdown_grace_s)
-        await worker.stop(settings.shutdown_grace_s)
-        return worker
-    finally:
-        await consuming.close()
-        await publishing.close()
+        await heartbeat.start()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await worker.stop(0)
+        await heartbeat.stop()
+        raise
+    return worker, heartbeat
+
+
+async def _close(connections: list[AbstractRobustConnection]) -> None:
+    for connection in connections:
+        with contextlib.suppress(Exception):
+            await connection.close()
 
 
 async def _main(settings: ConsumerSettings) -> None:

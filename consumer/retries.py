@@ -59,7 +59,13 @@ class Retrier:
         assert self._channel is not None, "Retrier.start() was not awaited"
         delay_ms = retry_delay_ms(delay_s)
         name = self._topology.retry_queue(task.queue, delay_ms)
-        next_attempt = replace(task, attempt=task.attempt + 1, runs_before=run, resent=False)
+        next_attempt = replace(
+            task,
+            attempt=task.attempt + 1,
+            runs_before=run,
+            resent=False,
+            queued_at=time.time() + delay_ms / 1000,  # the retry queue holds it that long
+        )
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT_S):
                 if name not in self._declared:

@@ -25,12 +25,13 @@ from aio_pika.abc import (
 from consumer.checks import RunCheck
 from consumer.deliveries import error_info, run_number_of, settle, why
 from consumer.handlers import Handler, JSONValue, TaskContext
+from consumer.metrics import RunMeter, WorkerMetrics
 from consumer.reporter import Reporter
 from consumer.retries import Retrier
 from consumer.runs import Run, RunReports
 from consumer.sync_runner import SyncRunner
 from shared.catalog import Catalog
-from shared.envelope import TaskMessage, decode
+from shared.envelope import HEADER_TASK, TaskMessage, decode
 from shared.errors import (
     InvalidPayload,
     InvalidResult,
@@ -80,9 +81,11 @@ class Worker:
         cancelled: Container[str] = frozenset(),
         report_running_after_s: float = 0.1,
         max_result_bytes: int = 1_048_576,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.stats: Counter[str] = Counter()
+        self.metrics = metrics or WorkerMetrics()
         self._connection = connection
         self._reporter = reporter
         self._catalog = catalog
@@ -139,11 +142,20 @@ class Worker:
             if late:
                 await asyncio.wait(late, timeout=5)
         for slot in self._slots:
-            await slot.channel.close()
+            try:
+                await slot.channel.close()
+            except Exception as error:  # e.g. the connection is already gone
+                log.debug("closing the channel of %s failed: %r", slot.queue, error)
         await self._runs.stop()
         self._sync_runner.close()
         await self._reporter.close()
         log.info("worker %s stopped: %s", self.worker_id, dict(self.stats))
+
+    def status(self) -> tuple[list[str], int, int]:
+        """(tasks running here now, runs ended, runs ended in an error): for the heartbeat."""
+        stats = self.stats
+        errors = stats["failed"] + stats["retried"]
+        return list(self._current), stats["succeeded"] + stats["cancelled"] + errors, errors
 
     def stop_tasks(self, task_ids: Iterable[str]) -> None:
         """Stop the runs of `task_ids` here, if any (they were cancelled)."""
@@ -219,9 +231,11 @@ class Worker:
         current = asyncio.current_task()
         assert current is not None
         self._current[task.id] = current
+        meter = RunMeter(self.metrics, task, first_delivery=not redelivered)
         try:
             result = self._checked(await self._call(handler, payload, ctx, self._limit_of(task)))
         except asyncio.CancelledError:
+            meter.end("cancelled")
             self._runs.end_run(run, None)
             if task.id in self._cancelled and not self._stopping:
                 # Cancelled on request: stopped (a sync task's process killed), acked, the
@@ -236,10 +250,13 @@ class Worker:
             await settle(message.nack(requeue=True), message)
             raise
         except Exception as error:
+            meter.end("failed")
             await self._fail(message, queue, task, run, run_number, error)
             return
         finally:
             self._current.pop(task.id, None)
+        meter.end("succeeded")
+        self.metrics.succeeded.labels(task.task).inc()
         await self._runs.report_end(run, TaskState.SUCCEEDED, result=result)
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await settle(message.ack(), message):
@@ -269,6 +286,7 @@ class Worker:
                 await settle(message.nack(requeue=True), message)
                 return
             self.stats["retried"] += 1
+            self.metrics.retried.labels(task.task).inc()
             # A Retry is a control signal, not a failure: INFO, not WARNING.
             level = logging.INFO if isinstance(error, Retry) else logging.WARNING
             log.log(
@@ -285,6 +303,7 @@ class Worker:
             await settle(message.ack(), message)
             return
         self.stats["failed"] += 1
+        self.metrics.failed.labels(task.task).inc()
         log.warning("task %s failed on attempt %d: %s", task.id, task.attempt, detail)
         await self._runs.report_end(run, TaskState.FAILED, error=error_info(error))
         await self._reject(message, queue, "failed", detail, counted=False)
@@ -375,6 +394,9 @@ class Worker:
         """Dead-letter `message` with `reason`: a copy carrying it, else a plain reject."""
         if counted:
             self.stats["rejected"] += 1
+        name = (message.headers or {}).get(HEADER_TASK)
+        known = isinstance(name, str) and self._catalog.get(name) is not None
+        self.metrics.dead_lettered.labels(name if known else "unknown").inc()
         log.warning("message %s dead-lettered (%s): %s", message.message_id, reason, error)
         if await self._reporter.dead_letter(message, queue, reason, error):
             await settle(message.ack(), message)

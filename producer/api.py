@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
 from producer.cancellation import Canceller
+from producer.dashboard import dashboard_routes
 from producer.dead_letter_api import dead_letter_routes
 from producer.dead_letters import DeadLetterDesk
 from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
@@ -21,8 +22,10 @@ from producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
 from producer.schedule_api import schedule_routes
 from producer.schedule_desk import ScheduleDesk
+from producer.stats import stats_routes
 from producer.store import TaskStore
 from producer.submission import Submitter, TaskSubmission
+from producer.system_api import SystemParts, system_routes
 from producer.waiters import Waiters
 from shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
 
@@ -32,7 +35,7 @@ MAX_WAIT_S = 60.0
 TaskId = Annotated[str, Path(max_length=64, description="The task's id.")]
 
 
-class Backend(Protocol):
+class Backend(SystemParts, Protocol):
     """What the API needs from the producer service (None while not connected yet)."""
 
     @property
@@ -123,6 +126,9 @@ def create_app(
     app.include_router(dead_letter_routes(access.dead_letters, access.store))
     app.include_router(schedule_routes(backend))
     app.include_router(_health_routes(backend))
+    app.include_router(system_routes(backend))
+    app.include_router(stats_routes(access.store))
+    app.include_router(dashboard_routes())
     return app
 
 

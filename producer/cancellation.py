@@ -14,6 +14,7 @@ import time
 import orjson
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from prometheus_client import Counter
 
 from producer.records import TaskRecord, TaskStatus
 from producer.store import TaskStore
@@ -27,8 +28,13 @@ class Canceller:
     """`await canceller.cancel(task_id)`: the cancelled record, or why not."""
 
     def __init__(
-        self, connection: AbstractRobustConnection, topology: Topology, store: TaskStore
+        self,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        store: TaskStore,
+        counter: Counter | None = None,
     ) -> None:
+        self._counter = counter  # conveyor_tasks_cancelled_total
         self._connection = connection
         self._topology = topology
         self._store = store
@@ -51,6 +57,8 @@ class Canceller:
         if before.status is not TaskStatus.SCHEDULED:  # a delayed task was never published
             await self._tell_consumers(task_id)
         log.info("task %s cancelled (was %s)", task_id, before.status.value)
+        if self._counter is not None:
+            self._counter.labels(record.task).inc()
         return record
 
     async def _tell_consumers(self, task_id: str) -> None:

@@ -93,6 +93,9 @@ def _add_dead_letter_commands(
     requeue.add_argument("--all", action="store_true", help="every dead letter that is a task")
     requeue.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
+    workers = commands.add_parser("workers", help="list consumers: online, lost or offline")
+    workers.add_argument("--json", action="store_true", help="print the workers as JSON")
+
     purge = commands.add_parser("purge-dead-letters", help="delete every dead letter for good")
     purge.add_argument("--yes", action="store_true", help="confirm: nothing is deleted without")
     purge.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -250,6 +253,15 @@ async def _requeue(client: ConveyorClient, args: argparse.Namespace) -> int:
     return EXIT_FAILED if missed else EXIT_OK
 
 
+async def _workers(client: ConveyorClient, args: argparse.Namespace) -> int:
+    workers = await client.workers()
+    if args.json:
+        render.print_json([worker.model_dump(mode="json") for worker in workers])
+    else:
+        render.show_workers(workers)
+    return EXIT_OK
+
+
 async def _purge_dead_letters(client: ConveyorClient, args: argparse.Namespace) -> int:
     purged = await client.purge_dead_letters()
     if args.json:
@@ -269,6 +281,7 @@ API_COMMANDS: dict[str, Command] = {
     "dead-letters": _dead_letters,
     "requeue": _requeue,
     "purge-dead-letters": _purge_dead_letters,
+    "workers": _workers,
 }
 
 

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from producer.dead_letter_store import DeadLetterView
 from producer.records import TaskRecord, TaskStatus
+from producer.worker_store import WorkerView
 
 STATUS_STYLES = {
     TaskStatus.QUEUED: "cyan",
@@ -133,6 +134,19 @@ DEAD_LETTER_COLUMNS: dict[str, Callable[[DeadLetterView], RenderableType]] = {
     "error": lambda d: Text(_shortened(d.error or "-", ERROR_CHARS)),
 }
 DEAD_LETTER_NARROW_DROPS = ("queue", "attempts", "error", "dead-lettered (UTC)")
+WORKER_STATE_STYLES = {"online": "green", "lost": "red", "offline": "dim"}
+WORKER_COLUMNS: dict[str, Callable[[WorkerView], RenderableType]] = {
+    "worker": lambda w: Text(w.id),
+    "state": lambda w: Text(w.state, style=WORKER_STATE_STYLES[w.state]),
+    "heartbeat": lambda w: f"{w.heartbeat_age_s:.0f}s ago",
+    "queues": lambda w: ",".join(w.queues),
+    "cpus": lambda w: str(w.cpu_count),
+    "slots": lambda w: str(w.concurrency),
+    "processed": lambda w: str(w.processed),
+    "failed": lambda w: str(w.failed),
+    "running": lambda w: Text(", ".join(w.running) or "-", style="red" if w.at_risk else ""),
+}
+WORKER_NARROW_DROPS = ("running", "cpus", "slots", "queues")
 
 
 def _shortened(text: str, most_chars: int) -> str:
@@ -184,6 +198,14 @@ def show_dead_letters(letters: Sequence[DeadLetterView]) -> None:
         _stdout().print(Text("no dead letters", style="dim"))
         return
     _print_fitted(letters, DEAD_LETTER_COLUMNS, DEAD_LETTER_NARROW_DROPS)
+
+
+def show_workers(workers: Sequence[WorkerView]) -> None:
+    """Workers as a table; a lost worker's running tasks (at risk) in red."""
+    if not workers:
+        _stdout().print(Text("no workers have announced themselves", style="dim"))
+        return
+    _print_fitted(workers, WORKER_COLUMNS, WORKER_NARROW_DROPS)
 
 
 def requeue_summary(requeued: int, skipped: int) -> str:

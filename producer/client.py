@@ -38,6 +38,7 @@ from producer.client_errors import (
 )
 from producer.dead_letter_store import DeadLetterPage
 from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
+from producer.worker_store import WorkerPage, WorkerView
 
 __all__ = [
     "ApiError",
@@ -233,6 +234,10 @@ class ConveyorClient:
         """One page of dead letters, newest first, each with why it landed there."""
         params = _without_none({"limit": limit, "cursor": cursor})
         return await self._call(DeadLetterPage, "GET", "/dead-letters", params=params)
+
+    async def workers(self) -> builtins.list[WorkerView]:
+        """Every consumer the worker registry knows: online, lost or offline."""
+        return (await self._call(WorkerPage, "GET", "/workers")).items
 
     async def requeue(self, task_id: str) -> TaskRecord:
         """Publish a dead task again (same id, a fresh retry budget); its record, queued.

@@ -96,6 +96,7 @@ class DeadLetterStore:
                 .where(tasks.c.id == letter.task_id, tasks.c.status.not_in(_TERMINAL))
                 .values(
                     status=TaskStatus.FAILED.value,
+                    attempts=letter.attempts,
                     error=error,
                     finished_at=letter.dead_lettered_at,
                     next_attempt_at=None,

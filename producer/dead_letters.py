@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from producer.dead_letter_store import DeadLetter, DeadLetterStore
 from producer.publisher import TaskPublisher
 from producer.store import TaskStore
-from shared.envelope import HEADER_ATTEMPT, HEADER_TASK, decode
+from shared.envelope import HEADER_ATTEMPT, HEADER_RUNS, HEADER_TASK, decode
 from shared.errors import Conflict, TaskNotFound, UndecodableMessage
 from shared.topology import Topology
 
@@ -92,12 +92,14 @@ class DeadLetterKeeper:
         if queue and queue.startswith(f"{self._topology.namespace}."):
             queue = queue.removeprefix(f"{self._topology.namespace}.")
         task_id = message.message_id or f"unidentified-{uuid.uuid4()}"
-        attempt = headers.get(HEADER_ATTEMPT)
         record = await self._store.get(task_id)
-        attempts = max(
-            record.attempts if record else 0,
-            attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0,
-        )
+        attempts = max(record.attempts if record else 0, _int(headers.get(HEADER_ATTEMPT)))
+        if reason == "delivery_limit":
+            # Every delivery started the task (prefetch 1): the first and max_deliveries more,
+            # after the runs of its earlier retries. A task that crashes its consumer at once
+            # reports none of these starts itself.
+            starts = _int(headers.get(HEADER_RUNS)) + self._topology.max_deliveries + 1
+            attempts = max(attempts, starts)
         return DeadLetter(
             task_id=task_id,
             task=_text(headers.get(HEADER_TASK)) or None,
@@ -190,3 +192,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def _int(value: object) -> int:
+    """An integer header's value; 0 when missing or not an integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

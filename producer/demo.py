@@ -104,6 +104,7 @@ async def _run(
         "CONVEYOR_HTTP_HOST": "127.0.0.1",
         "CONVEYOR_HTTP_PORT": str(port),
         "CONVEYOR_DATABASE_URL": f"sqlite:///{store_dir}/demo.db",
+        "CONVEYOR_METRICS_PORT": "0",  # several consumers on this host: any free port each
     }
     per_worker: Counter[str] = Counter()
     connection = await aio_pika.connect(settings.amqp_url.get_secret_value())

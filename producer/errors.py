@@ -22,6 +22,7 @@ from shared.errors import (
     Conflict,
     InvalidPayload,
     PublishFailed,
+    PublishUnconfirmed,
     ScheduleNotFound,
     StoreUnavailable,
     SubmissionError,
@@ -100,6 +101,23 @@ async def _publish_failed(request: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _publish_unconfirmed(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, PublishUnconfirmed)
+    log.warning("%s (kept for the outbox: %d task(s))", error, len(error.task_ids))
+    message = (
+        f"{len(error.task_ids)} task(s) sent but not confirmed by the broker ({error.reason}); "
+        "they are kept and will be published again: follow them with GET /tasks/{id}. "
+        "Other tasks of the request, if any, were not accepted. Resubmitting with the same "
+        "idempotency_key returns a kept task instead of adding another."
+    )
+    body = {"error": "publish_unconfirmed", "message": message, "details": []}
+    return JSONResponse(
+        {**body, "task_ids": error.task_ids},
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def _conflict(request: Request, error: Exception) -> JSONResponse:
     return error_response(409, "conflict", str(error))
 
@@ -131,6 +149,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(SubmissionError, _submission_invalid)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(PublishFailed, _publish_failed)
+    app.add_exception_handler(PublishUnconfirmed, _publish_unconfirmed)
     app.add_exception_handler(TaskNotFound, _task_not_found)
     app.add_exception_handler(ScheduleNotFound, _task_not_found)
     app.add_exception_handler(Conflict, _conflict)

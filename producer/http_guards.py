@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from producer.dashboard import DASHBOARD_PATHS
 from producer.errors import error_response
+from shared.logs import log_context
 
 REQUEST_ID_HEADER = "X-Request-ID"
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The dashboard's page and files hold no data: they load without a token, then ask for one.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", *DASHBOARD_PATHS})
 SUBMISSION_PATHS = frozenset({"/tasks", "/tasks/batch"})
 # Clients with a bucket at once; past it the least recently seen client's bucket goes.
 MAX_RATE_LIMITED_CLIENTS = 10_000
@@ -46,7 +49,8 @@ class RequestId:
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        with log_context(request_id=request_id):  # on every log line the request causes
+            await self.app(scope, receive, send_with_id)
 
 
 class _TooLarge(Exception):
@@ -94,7 +98,8 @@ class BodyLimit:
 
 
 class BearerAuth:
-    """With tokens configured, every path but the health probes needs one of them."""
+    """With tokens configured, every path but the health probes and the dashboard's page
+    needs one of them."""
 
     def __init__(self, app: ASGIApp, tokens: Collection[str]) -> None:
         self.app = app

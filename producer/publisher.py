@@ -16,7 +16,7 @@ from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryErr
 from aiormq.exceptions import AMQPConnectionError, PublishError
 
 from shared.envelope import TaskMessage, encode
-from shared.errors import BrokerUnavailable, PublishFailed
+from shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ class TaskPublisher(Protocol):
     async def publish(self, task: TaskMessage) -> None: ...
 
     async def publish_many(self, tasks: Sequence[TaskMessage]) -> None: ...
+
+    async def publish_all(self, tasks: Sequence[TaskMessage]) -> list[Exception | None]: ...
 
 
 class Publisher:
@@ -74,36 +76,48 @@ class Publisher:
         """Publish `task`; returns once the broker confirmed it.
 
         Raises:
-            BrokerUnavailable: not connected right now (retry later).
-            PublishFailed: nacked, unroutable or not confirmed within the timeout.
+            BrokerUnavailable: not connected right now, nothing sent (retry later).
+            PublishFailed: nacked or unroutable.
+            PublishUnconfirmed: sent, but not confirmed within the timeout.
         """
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
                 await self._publish(task)
         except TimeoutError:
-            raise PublishFailed(task.id, self._no_confirm) from None
+            raise PublishUnconfirmed(task.id, self._no_confirm) from None
 
     async def publish_many(self, tasks: Sequence[TaskMessage]) -> None:
-        """Publish all `tasks` with up to `confirm_window` confirms outstanding at once.
+        """Publish all `tasks` (see `publish_all`); raises the first failure."""
+        for outcome in await self.publish_all(tasks):
+            if outcome is not None:
+                raise outcome
 
-        Every publish is awaited before this returns; the first failure is raised then. One
-        watchdog bounds the batch (no confirm at all for `confirm_timeout_s` fails it) instead
+    async def publish_all(self, tasks: Sequence[TaskMessage]) -> list[Exception | None]:
+        """Publish all `tasks` with up to `confirm_window` confirms outstanding at once; per
+        task, None once confirmed or the error why not (PublishUnconfirmed: the broker may
+        still have it).
+
+        One watchdog bounds the batch (no confirm at all for `confirm_timeout_s` fails it) instead
         of a timer per publish, which would cost more than the rest of the client's work.
         `confirm_window` lanes take tasks in order from one shared iterator: a coroutine per
         lane, not per task, so a large batch doesn't park thousands of tasks on a semaphore.
         """
-        failures: list[BaseException | None] = [None] * len(tasks)
+        outcomes: list[Exception | None] = [
+            PublishFailed(task.id, "not sent: the batch got no confirm in time") for task in tasks
+        ]
         todo = iter(enumerate(tasks))
         confirmed = 0
 
         async def lane() -> None:
             nonlocal confirmed
             for index, task in todo:
+                outcomes[index] = PublishUnconfirmed(task.id, self._no_confirm)  # in flight
                 try:
                     await self._publish(task)
                 except Exception as error:
-                    failures[index] = error
+                    outcomes[index] = error
                 else:
+                    outcomes[index] = None
                     confirmed += 1
 
         lanes = min(self._confirm_window, len(tasks))
@@ -114,12 +128,9 @@ class Publisher:
             if not batch.done() and confirmed == seen:
                 batch.cancel()
                 await asyncio.gather(batch, return_exceptions=True)
-                raise PublishFailed(tasks[min(confirmed, len(tasks) - 1)].id, self._no_confirm)
+                break
             seen = confirmed
-        batch.result()
-        for failure in failures:
-            if failure is not None:
-                raise failure
+        return outcomes
 
     @property
     def _no_confirm(self) -> str:
@@ -136,4 +147,5 @@ class Publisher:
             reason = "unroutable (no queue bound)" if returned else "nacked by the broker"
             raise PublishFailed(task.id, reason) from error
         except (AMQPConnectionError, ChannelInvalidStateError, ConnectionError, AMQPError) as error:
-            raise BrokerUnavailable(f"lost the connection to RabbitMQ: {error!r}") from error
+            reason = f"lost the connection to RabbitMQ before the confirm: {error!r}"
+            raise PublishUnconfirmed(task.id, reason) from error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -38,11 +39,13 @@ class Recorder:
         topology: Topology,
         store: TaskStore,
         on_finished: OnFinished,
+        on_applied: Callable[[list[TaskEvent], float], None] | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._store = store
         self._on_finished = on_finished
+        self._on_applied = on_applied
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._flusher: asyncio.Task[None] | None = None
         self.applied = 0
@@ -105,6 +108,8 @@ class Recorder:
         # Ack only after the commit: until then the events stay in RabbitMQ.
         await _settle(last.ack(multiple=True))
         self.applied += len(events)
+        if self._on_applied is not None:
+            self._on_applied(events, time.time())
         if finished:
             await self._on_finished(finished)
 

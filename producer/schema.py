@@ -154,6 +154,26 @@ dead_letters = Table(
     Index("ix_conveyor_dead_letters_at", "dead_lettered_at", "task_id"),
 )
 
+workers = Table(
+    "conveyor_workers",
+    metadata,
+    # The latest heartbeat of each consumer process (see shared/workers.py).
+    Column("id", String(200), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("cpu_count", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("queues", JSONValue, nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("last_heartbeat_at", Double, nullable=False),
+    Column("heartbeat_s", Double, nullable=False),
+    Column("state", String(8), nullable=False),  # online | offline; lost is read off the age
+    Column("running", JSONValue, nullable=False),
+    Column("processed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+)
+
 
 def _v1_create_tasks(connection: Connection) -> None:
     Table("conveyor_tasks", MetaData(), *_task_columns()).create(connection)
@@ -181,6 +201,10 @@ def _v3_schedules_and_delays(connection: Connection) -> None:
     schedules.create(connection)
 
 
+def _v4_workers(connection: Connection) -> None:
+    workers.create(connection)
+
+
 Migration = Callable[[Connection], None]
 
 # Append only: never edit a migration that has shipped.
@@ -188,6 +212,7 @@ MIGRATIONS: Sequence[Migration] = (
     _v1_create_tasks,
     _v2_retries_and_dead_letters,
     _v3_schedules_and_delays,
+    _v4_workers,
 )
 
 

@@ -18,6 +18,7 @@ from producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
 from producer.delays import DueTasks
 from producer.leader import Leadership, new_replica_id
 from producer.maintenance import Maintenance
+from producer.metrics import ProducerMetrics
 from producer.outbox import PublishedMarks
 from producer.publisher import Publisher
 from producer.recorder import Recorder
@@ -28,6 +29,9 @@ from producer.scheduler import Scheduler
 from producer.store import TaskStore
 from producer.submission import Submitter
 from producer.waiters import FinishedNotices, Waiters
+from producer.watch import SystemWatch
+from producer.worker_registry import WorkerRegistry
+from producer.worker_store import WorkerStore
 from shared.builtin_tasks import builtin_catalog
 from shared.catalog import Catalog
 from shared.connection import connect
@@ -61,6 +65,9 @@ class ProducerService:
         self.dead_letters: DeadLetterDesk | None = None
         self.canceller: Canceller | None = None
         self.schedules: ScheduleDesk | None = None
+        self.workers: WorkerStore | None = None
+        self.watch: SystemWatch | None = None
+        self.metrics = ProducerMetrics()
         self.replica_id = new_replica_id()
         # Off for in-process submitters: a bulk-load script should not lead the scheduler.
         self._scheduling = scheduling
@@ -135,7 +142,9 @@ class ProducerService:
         await publisher.start()
         notices = FinishedNotices(consuming, self.topology, store, self.waiters)
         await notices.start()
-        self.recorder = Recorder(consuming, self.topology, store, notices.announce)
+        self.recorder = Recorder(
+            consuming, self.topology, store, notices.announce, self.metrics.applied
+        )
         await self.recorder.start()
         await RunChecks(consuming, self.topology, store).start()
         letters = DeadLetterStore(store.engine)
@@ -148,12 +157,20 @@ class ProducerService:
             result_ttl_s=settings.result_ttl_s,
         )
         maintenance.start()
-        canceller = Canceller(publishing, self.topology, store)
+        canceller = Canceller(publishing, self.topology, store, self.metrics.cancelled)
         await canceller.start()
         self.canceller = canceller
         due_tasks = DueTasks(store, publisher)
         due_tasks.start()
         self._parts = [notices, self.recorder, maintenance, due_tasks]
+        workers = WorkerStore(store.engine)
+        await WorkerRegistry(consuming, self.topology, workers).start()
+        self.workers = workers
+        queues = sorted(set(settings.queues) | self.catalog.queues)
+        watch = SystemWatch(consuming, self.topology, queues, store, workers, self.metrics)
+        watch.start()
+        self._parts.append(watch)
+        self.watch = watch
         marks = PublishedMarks(store)
         marks.start()
         self._parts.append(marks)
@@ -164,6 +181,7 @@ class ProducerService:
             store,
             settings.broker_consumer_timeout_s,
             marks,
+            self.metrics,
         )
         if self._scheduling:
             await self._start_scheduling(store, submitter)

@@ -139,13 +139,16 @@ class TaskStore:
             )
 
     async def unpublished(self, created_before: float, limit: int = 500) -> list[TaskMessage]:
-        """Records the broker never confirmed (their producer died mid-publish)."""
+        """Records the broker never confirmed (their producer died mid-publish, or the confirm
+        did not come in time)."""
         query = (
             select(tasks)
             .where(
                 tasks.c.published.is_(False),
                 func.coalesce(tasks.c.due_at, tasks.c.created_at) < created_before,
-                tasks.c.status != TaskStatus.SCHEDULED.value,  # not due yet: not lost
+                # Not `scheduled` (not due yet) and not started: a task whose unconfirmed
+                # publish reached the queue after all has moved on, and needs no re-send.
+                tasks.c.status == TaskStatus.QUEUED.value,
             )
             .order_by(tasks.c.created_at)
             .limit(limit)

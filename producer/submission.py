@@ -17,13 +17,14 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from producer.metrics import ProducerMetrics
 from producer.outbox import PublishedMarks
 from producer.publisher import TaskPublisher
 from producer.records import TaskRecord
 from producer.store import NewTask, TaskStore
 from shared.catalog import Catalog
 from shared.envelope import TaskMessage
-from shared.errors import SubmissionError
+from shared.errors import PublishUnconfirmed, SubmissionError
 from shared.ids import new_task_id
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class Submitter:
         store: TaskStore,
         broker_consumer_timeout_s: float | None = None,
         marks: PublishedMarks | None = None,
+        metrics: ProducerMetrics | None = None,
     ) -> None:
         self.catalog = catalog
         self.broker_consumer_timeout_s = broker_consumer_timeout_s
@@ -91,6 +93,7 @@ class Submitter:
         self.queues = frozenset(queues) | catalog.queues
         self.store = store
         self._marks = marks
+        self._metrics = metrics
 
     def prepare(
         self,
@@ -180,23 +183,54 @@ class Submitter:
             for index, (item, task_id) in enumerate(zip(submissions, ids, strict=True))
         ]
         outcome = await self.store.add(entries)
+        if self._metrics is not None:
+            for entry, (_, created) in zip(entries, outcome, strict=True):
+                if created:
+                    self._metrics.submitted.labels(entry.message.task).inc()
         fresh = [
             entry.message
             for entry, (_, created) in zip(entries, outcome, strict=True)
             if created and entry.due_at is None
         ]
         if fresh:
-            try:
-                await self.publisher.publish_many(fresh)
-            except BaseException:
-                # Not accepted, so not recorded; shielded so a cancelled request still cleans up.
-                await asyncio.shield(self._discard([task.id for task in fresh]))
-                raise
-            if self._marks is not None:
-                self._marks.mark(task.id for task in fresh)
-            else:
-                await self.store.mark_published([task.id for task in fresh])
+            await self._publish(fresh)
         return outcome
+
+    async def _publish(self, fresh: list[TaskMessage]) -> None:
+        """Publish recorded tasks; keep the records of those the broker has or may have.
+
+        A task the broker refused (nacked, unroutable, never sent) loses its record: the client
+        is told it was not accepted. One sent but not confirmed keeps its record for the
+        outbox sweeper (the client gets 503 naming it): were it dropped, the message could
+        still reach the queue, e.g. once a memory alarm clears, and run with no record.
+        A request cancelled mid-publish leaves all of its tasks to the sweeper.
+        """
+        started = time.perf_counter()
+        outcomes = await self.publisher.publish_all(fresh)
+        if self._metrics is not None:
+            self._metrics.publish_seconds.observe(time.perf_counter() - started)
+        confirmed = [task.id for task, error in zip(fresh, outcomes, strict=True) if error is None]
+        if confirmed:
+            if self._marks is not None:
+                self._marks.mark(confirmed)
+            else:
+                await self.store.mark_published(confirmed)
+        errors = [error for error in outcomes if error is not None]
+        if not errors:
+            return
+        refused = [
+            task.id
+            for task, error in zip(fresh, outcomes, strict=True)
+            if error is not None and not isinstance(error, PublishUnconfirmed)
+        ]
+        if refused:
+            # Shielded: a cancelled request still cleans up.
+            await asyncio.shield(self._discard(refused))
+        kept = [error.task_id for error in errors if isinstance(error, PublishUnconfirmed)]
+        if kept:
+            first = next(e for e in errors if isinstance(e, PublishUnconfirmed))
+            raise PublishUnconfirmed(kept[0], first.reason, task_ids=kept)
+        raise errors[0]
 
     async def _discard(self, ids: list[str]) -> None:
         try:

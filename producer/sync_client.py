@@ -15,6 +15,7 @@ from config import ClientSettings
 from producer.client import ConveyorClient, RequeueOutcome
 from producer.dead_letter_store import DeadLetterPage
 from producer.records import TaskPage, TaskRecord, TaskStatus
+from producer.worker_store import WorkerView
 from shared.errors import ConveyorError
 
 
@@ -136,6 +137,10 @@ class SyncConveyorClient:
     def dead_letters(self, limit: int | None = None, cursor: str | None = None) -> DeadLetterPage:
         """One page of dead letters; see ConveyorClient.dead_letters."""
         return self._runner.run(self._async.dead_letters(limit, cursor))
+
+    def workers(self) -> builtins.list[WorkerView]:
+        """Every consumer the registry knows; see ConveyorClient.workers."""
+        return self._runner.run(self._async.workers())
 
     def requeue(self, task_id: str) -> TaskRecord:
         """Publish a dead task again; see ConveyorClient.requeue."""

@@ -7,6 +7,7 @@ is the payload as JSON (orjson).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -29,6 +30,7 @@ HEADER_REQUEST_ID = "x-request-id"
 HEADER_RESENT = "x-conveyor-resent"
 HEADER_RUNS = "x-conveyor-runs"
 HEADER_RETRY_BASE = "x-conveyor-retry-base"
+HEADER_QUEUED_AT = "x-conveyor-queued-at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,9 @@ class TaskMessage:
     # Attempts before the last requeue from the dead letters: a requeue grants a fresh
     # retry budget, the attempt number goes on.
     retry_base: int = 0
+    # When the message enters its work queue (epoch seconds): set when it is published, or
+    # later for a retry that waits out its delay first. Consumers measure queue waits by it.
+    queued_at: float | None = None
 
     @property
     def retries_used(self) -> int:
@@ -93,6 +98,8 @@ def encode(task: TaskMessage) -> Message:
         headers[HEADER_RUNS] = task.runs_before
     if task.retry_base:
         headers[HEADER_RETRY_BASE] = task.retry_base
+    # Now, unless the task enters its queue later (a retry's delay); never a copied past time.
+    headers[HEADER_QUEUED_AT] = max(time.time(), task.queued_at or 0.0)
     return Message(
         body=orjson.dumps(task.payload),
         content_type=CONTENT_TYPE,
@@ -142,6 +149,7 @@ def decode(message: AbstractMessage, queue: str) -> TaskMessage:
         resent=headers.get(HEADER_RESENT) is True,
         runs_before=_int_header(headers, HEADER_RUNS, 0),
         retry_base=_int_header(headers, HEADER_RETRY_BASE, 0),
+        queued_at=_float_header(headers, HEADER_QUEUED_AT, None),
     )
 
 

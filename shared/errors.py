@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ConveyorError(Exception):
     """Base of every error Conveyor raises on purpose."""
@@ -57,6 +59,17 @@ class PublishFailed(ConveyorError):
         super().__init__(f"task {task_id} was not accepted by the broker: {reason}")
         self.task_id = task_id
         self.reason = reason
+
+
+class PublishUnconfirmed(PublishFailed):
+    """A publish that was sent but not confirmed (timed out, or the connection dropped before
+    the confirm): the broker may still have it, e.g. queued behind a memory alarm. Its record
+    is kept, so it runs at most once with a record whichever way it reaches the queue.
+    `task_ids`: every task of the submission left in that state."""
+
+    def __init__(self, task_id: str, reason: str, task_ids: Sequence[str] = ()) -> None:
+        super().__init__(task_id, reason)
+        self.task_ids = list(task_ids) or [task_id]
 
 
 class TaskFailed(ConveyorError):

@@ -6,6 +6,7 @@
                  -> {ns}.recorder, the durable queue producer replicas apply to the store
     {ns}.finished  fanout exchange: ids of tasks the store saw finish (wakes waiting clients)
     {ns}.checks  queue of consumers' "may I run this redelivered task?" requests
+    {ns}.workers queue of consumers' heartbeats, kept in the producers' worker registry
     {ns}.scheduler-leader  exclusive queue held by the scheduler leader's connection
     {ns}.control fanout exchange of cancellations, heard by every consumer
 
@@ -28,6 +29,7 @@ from shared.events import EVENTS_ROUTING_KEY
 
 QueueType = Literal["quorum", "classic"]
 CHECK_TTL_MS = 10_000
+HEARTBEAT_TTL_MS = 600_000
 RETRY_QUEUE_IDLE_MS = 3_600_000
 # Retry delays are rounded to these steps (x 10^k ms), so a few queues serve every delay.
 RETRY_DELAY_STEPS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0)
@@ -96,6 +98,10 @@ class Topology:
     @property
     def checks_queue(self) -> str:
         return f"{self.namespace}.checks"
+
+    @property
+    def workers_queue(self) -> str:
+        return f"{self.namespace}.workers"
 
     @property
     def scheduler_leader_queue(self) -> str:
@@ -194,5 +200,9 @@ async def declare_topology(
     await channel.declare_exchange(topology.control_exchange, ExchangeType.FANOUT, durable=True)
     # Checks are answered within seconds or not at all: nothing to keep across a restart.
     await channel.declare_queue(topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS})
+    # Heartbeats are news for minutes at most; a classic queue, as they are many and small.
+    await channel.declare_queue(
+        topology.workers_queue, durable=True, arguments={"x-message-ttl": HEARTBEAT_TTL_MS}
+    )
     for queue in queues:
         await declare_work_queue(channel, topology, queue)

@@ -177,6 +177,7 @@ async def delete_namespace(
     names = [topology.work_queue(q) for q in queues]
     names += [topology.retry_queue(q, ms) for q in queues for ms in all_retry_delays_ms(600_000)]
     names += [topology.dead_letter_queue, topology.recorder_queue, topology.checks_queue]
+    names.append(topology.workers_queue)
     for name in names:
         await channel.queue_delete(name)
     for name in (
@@ -348,6 +349,8 @@ def consumer_env(amqp_url: str, namespace: str, **extra: Any) -> dict[str, str]:
         "CONVEYOR_NAMESPACE": namespace,
         "CONVEYOR_LOG_LEVEL": "INFO",
         "CONVEYOR_HEARTBEAT_S": "5",
+        # Many consumers run side by side: each serves its metrics on a free port (logged).
+        "CONVEYOR_METRICS_PORT": "0",
     }
     env.update({f"CONVEYOR_{key.upper()}": str(value) for key, value in extra.items()})
     return env

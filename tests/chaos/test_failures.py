@@ -141,6 +141,8 @@ async def test_a_task_crashing_its_consumer_every_time_is_dead_lettered_and_the_
     assert "delivery_limit" in records[crash]["error"]["message"]
     [letter] = (await api.get("/dead-letters")).json()["items"]
     assert (letter["task_id"], letter["reason"]) == (crash, "delivery_limit")
+    # Started the first time and at each of its max_deliveries (2) redeliveries.
+    assert letter["attempts"] == records[crash]["attempts"] == 3
     assert in_time and Counter(records[i]["status"] for i in neighbours) == {"succeeded": 50}
 
 

@@ -167,14 +167,7 @@ async def test_2000_tasks_end_succeeded_once_while_a_random_consumer_is_killed_e
     assert crew.crashes == [], crew.crashes[0]  # no consumer died but by our SIGKILLs
 
 
-KNOWN_STARTUP_BUG = (
-    "known bug (issue 4, open): a consumer whose broker drops it during start-up exits 1 "
-    "(RuntimeError from a channel of a disconnected robust connection) instead of waiting"
-)
-
-
 @pytest.mark.timeout(420)
-@pytest.mark.xfail(reason=KNOWN_STARTUP_BUG, strict=False)
 async def test_2000_tasks_end_succeeded_once_through_broker_restarts_and_forced_closes(
     running_node: RabbitNode,
     chaos_namespace: str,
@@ -280,7 +273,6 @@ async def test_services_work_as_before_once_the_broker_dropped_their_connections
     assert "no producer answered" not in survivor.log()
 
 
-@pytest.mark.xfail(reason=KNOWN_STARTUP_BUG, strict=False)
 async def test_a_consumer_losing_the_broker_while_it_starts_waits_for_it(
     running_node: RabbitNode,
     open_producer: OpenProducer,
@@ -309,17 +301,12 @@ async def test_a_consumer_losing_the_broker_while_it_starts_waits_for_it(
 
 
 ALARM_S = 5.0
-REFUSALS = {"publish_failed", "broker_unavailable"}
+REFUSALS = {"publish_failed", "publish_unconfirmed", "broker_unavailable"}
 SUBMITTERS = 2
 ALARM_BATCH = 5
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    reason="known bug (issue 4, open): a publish refused with 503 on a confirm timeout during "
-    "an alarm is still enqueued once the alarm clears, and runs without a record",
-    strict=False,
-)
 async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_completes(
     running_node: RabbitNode,
     chaos_namespace: str,
@@ -337,6 +324,7 @@ async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_comp
     backlog = await submit_batches(api, [{"task": "sleep", "payload": {"seconds": 0.05}}] * 400)
     accepted: dict[int, str] = {}  # payload n -> task id, for every 202
     refused: list[int] = []  # payload n of every task in a batch answered 503
+    kept: list[str] = []  # ids the 503s named as sent, unconfirmed and kept for the outbox
     odd: list[httpx.Response] = []  # anything else
     counter = iter(range(1_000_000))
     stop = asyncio.Event()
@@ -351,6 +339,7 @@ async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_comp
             elif response.status_code == 503 and response.json()["error"] in REFUSALS:
                 assert int(response.headers["Retry-After"]) > 0
                 refused.extend(ns)
+                kept.extend(response.json().get("task_ids", []))
             else:
                 odd.append(response)
             await asyncio.sleep(0.25)  # the submitters' pace
@@ -372,7 +361,7 @@ async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_comp
         stop.set()
         await asyncio.gather(*submitters)
 
-    ids = [*backlog, *accepted.values()]
+    ids = [*backlog, *accepted.values(), *kept]  # a kept task must finish like a 202 one
     row.tasks, row.refused = len(ids), len(refused)
     in_time = await settled(api, len(ids), timeout_s=90)
     records = {r["id"]: r for r in await all_records(api)}
@@ -389,6 +378,7 @@ async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_comp
     assert 0 < depth_on and depth_off < depth_on  # consumers drained while publishers were blocked
     assert in_time and row.lost == 0
     assert Counter(records[i]["status"] for i in ids) == {"succeeded": len(ids)}
+    assert row.duplicates == 0  # a kept task re-sent by the outbox does not run again
     assert recorded <= set(accepted) | set(refused)  # no record beyond what was submitted
     # Every task that ran has a record, a refused one included: a publish that timed out may
     # still reach the queue once the alarm clears, and must not run unseen.

@@ -51,6 +51,8 @@ def test_wheel_the_image_installs_holds_all_packages_and_the_cli(tmp_path: Path)
     for module in ("producer/__main__.py", "consumer/__main__.py", "shared/health.py"):
         assert module in names
     assert "config/__init__.py" in names and "shared/py.typed" in names
+    for asset in ("index.html", "dashboard.js", "dashboard.css"):  # the dashboard
+        assert f"producer/static/{asset}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "conveyor = producer.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert not any(name.startswith(("tests/", "bench/")) for name in names)

@@ -13,12 +13,14 @@ import httpx
 import pytest
 
 from producer.api import create_app
+from producer.metrics import ProducerMetrics
+from producer.records import TaskStatus
 from producer.store import TaskStore
 from producer.submission import Submitter
 from producer.waiters import Waiters
 from shared.builtin_tasks import builtin_catalog
 from shared.envelope import TaskMessage
-from shared.errors import BrokerUnavailable, PublishFailed
+from shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from shared.events import TaskState, make_event
 
 
@@ -29,15 +31,29 @@ class FakePublisher:
         self.published: list[TaskMessage] = []
         self.ready = True
         self.failure: Exception | None = None
+        self.failure_for_n: dict[int, type[PublishFailed]] = {}  # by the payload's "n"
 
     async def publish(self, task: TaskMessage) -> None:
         if self.failure:
             raise self.failure
+        failure = self.failure_for_n.get(task.payload.get("n", -1))
+        if failure is not None:
+            raise failure(task.id, "as told")
         self.published.append(task)
 
     async def publish_many(self, tasks: Sequence[TaskMessage]) -> None:
         for task in tasks:
             await self.publish(task)
+
+    async def publish_all(self, tasks: Sequence[TaskMessage]) -> list[Exception | None]:
+        outcomes: list[Exception | None] = []
+        for task in tasks:
+            try:
+                await self.publish(task)
+                outcomes.append(None)
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
 
 
 @pytest.fixture
@@ -53,6 +69,9 @@ class Backend:
     dead_letters: None = None
     canceller: None = None
     schedules: None = None
+    workers: None = None
+    watch: None = None
+    metrics: ProducerMetrics = field(default_factory=ProducerMetrics)
 
 
 @pytest.fixture
@@ -249,6 +268,38 @@ async def test_failed_publish_leaves_no_record(
     publisher.failure = PublishFailed("t", "nacked by the broker")
     assert (await client.post("/tasks", json={"task": "echo"})).status_code == 503
     assert (await store.list()).items == []
+
+
+async def test_unconfirmed_publish_keeps_the_record_for_the_outbox_and_names_it(
+    client: httpx.AsyncClient, publisher: FakePublisher, store: TaskStore
+) -> None:
+    publisher.failure_for_n = {0: PublishUnconfirmed}
+    body = {"task": "echo", "payload": {"n": 0}, "idempotency_key": "k-1"}
+    reply = await client.post("/tasks", json=body)
+    assert reply.status_code == 503 and int(reply.headers["Retry-After"]) > 0
+    assert reply.json()["error"] == "publish_unconfirmed"
+    [kept] = (await store.list()).items
+    assert reply.json()["task_ids"] == [kept.id] and kept.status == TaskStatus.QUEUED
+    assert [m.id for m in await store.unpublished(time.time() + 1)] == [kept.id]
+    # The client's retry with the same key finds it: no second task, no second publish.
+    publisher.failure_for_n = {}
+    again = await client.post("/tasks", json=body)
+    assert (again.status_code, again.json()["id"]) == (200, kept.id)
+    assert publisher.published == []
+
+
+async def test_a_batch_keeps_unconfirmed_and_confirmed_tasks_and_drops_refused_ones(
+    client: httpx.AsyncClient, publisher: FakePublisher, store: TaskStore
+) -> None:
+    publisher.failure_for_n = {1: PublishFailed, 2: PublishUnconfirmed}
+    tasks = [{"task": "echo", "payload": {"n": n}} for n in range(3)]
+    reply = await client.post("/tasks/batch", json={"tasks": tasks})
+    assert reply.status_code == 503 and reply.json()["error"] == "publish_unconfirmed"
+    records = {r.payload["n"]: r for r in (await store.list()).items}
+    assert sorted(records) == [0, 2]  # n=1 was refused: no record
+    assert reply.json()["task_ids"] == [records[2].id]
+    # n=0 was confirmed (marked published), n=2 waits for the sweeper.
+    assert [m.id for m in await store.unpublished(time.time() + 1)] == [records[2].id]
 
 
 async def test_unknown_id_is_404_on_every_task_route(client: httpx.AsyncClient) -> None:

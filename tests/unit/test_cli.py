@@ -516,3 +516,49 @@ def test_cancel_cancels_each_id_and_names_the_ones_it_could_not(
 def test_submit_passes_a_delay(capsys: pytest.CaptureFixture[str], api: FakeApi) -> None:
     code, _, _ = run(capsys, ["submit", "echo", "--delay-s", "2.5"], api.transport())
     assert code == 0 and api.bodies()[0]["delay_s"] == 2.5
+
+
+WORKERS = {
+    "items": [
+        {
+            "id": "web-1:42:abc",
+            "hostname": "web-1",
+            "pid": 42,
+            "cpu_count": 8,
+            "concurrency": 2,
+            "queues": ["default", "slow"],
+            "version": "0.1.0",
+            "state": "lost",
+            "started_at": "2026-11-22T10:00:00Z",
+            "last_heartbeat_at": "2026-11-22T10:30:00Z",
+            "heartbeat_age_s": 31.5,
+            "running": ["t-7"],
+            "at_risk": ["t-7"],
+            "processed": 120,
+            "failed": 3,
+        }
+    ]
+}
+
+
+def _workers_api(request: httpx.Request) -> httpx.Response:
+    assert (request.method, request.url.path) == ("GET", "/workers")
+    return httpx.Response(200, json=WORKERS)
+
+
+def test_workers_shows_state_heartbeat_and_running_tasks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(capsys, ["workers"], httpx.MockTransport(_workers_api))
+    assert (code, err) == (0, "")
+    [row] = [line for line in out.splitlines() if "web-1:42:abc" in line]
+    for shown in ("lost", "32s ago", "default,slow", "120", "t-7"):
+        assert shown in row, (shown, row)
+
+
+def test_workers_json_prints_them(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, ["workers", "--json"], httpx.MockTransport(_workers_api))
+    assert code == 0
+    [shown] = orjson.loads(out)
+    assert (shown["state"], shown["at_risk"], shown["pid"]) == ("lost", ["t-7"], 42)

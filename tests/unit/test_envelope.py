@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,6 +12,7 @@ from aio_pika import DeliveryMode, Message
 
 from shared.envelope import (
     HEADER_ATTEMPT,
+    HEADER_QUEUED_AT,
     HEADER_TASK,
     HEADER_VERSION,
     SCHEMA_VERSION,
@@ -52,7 +55,17 @@ def test_encode_sets_the_amqp_properties_of_the_envelope() -> None:
 
 def test_decode_reads_back_what_encode_wrote() -> None:
     task = _task()
-    assert decode(encode(task), "default") == task
+    before = time.time()
+    decoded = decode(encode(task), "default")
+    assert decoded.queued_at is not None and before <= decoded.queued_at <= time.time()
+    assert replace(decoded, queued_at=None) == task
+
+
+def test_queued_at_is_a_later_time_given_never_a_copied_earlier_one() -> None:
+    later = time.time() + 60
+    assert decode(encode(_task(queued_at=later)), "default").queued_at == later
+    stale = decode(encode(_task(queued_at=1.0)), "default").queued_at
+    assert stale is not None and stale >= time.time() - 5  # a requeue: queued now
 
 
 def test_task_ids_sort_by_creation_time() -> None:
@@ -93,4 +106,4 @@ def test_decode_accepts_a_minimal_hand_written_message() -> None:
 
 def test_options_not_overridden_travel_as_no_header() -> None:
     message = encode(_task(max_retries=None, timeout_s=None, request_id=None))
-    assert set(message.headers) == {HEADER_TASK, HEADER_ATTEMPT, HEADER_VERSION}
+    assert set(message.headers) == {HEADER_TASK, HEADER_ATTEMPT, HEADER_VERSION, HEADER_QUEUED_AT}

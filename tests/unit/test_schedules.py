@@ -261,6 +261,10 @@ class FakePublisher:
     async def publish_many(self, tasks: Sequence[TaskMessage]) -> None:
         self.published.extend(tasks)
 
+    async def publish_all(self, tasks: Sequence[TaskMessage]) -> list[Exception | None]:
+        self.published.extend(tasks)
+        return [None] * len(tasks)
+
 
 class FakeLeader:
     def __init__(self, replica_id: str = "host:1:abc", leading: bool = True) -> None:

@@ -267,22 +267,29 @@ class RabbitNode:
         )
         return int(self._ctl("eval", erlang).strip())
 
-    def set_memory_alarm(self, on: bool, timeout_s: float = 30) -> None:
-        """Raise (a watermark no node fits under) or clear (the default 0.4) the memory alarm,
-        returning once the node reports it so: publishing connections get blocked while on."""
-        watermark, wanted = ("0.000001", "true") if on else ("0.4", "false")
+    def set_alarm(self, resource: str, on: bool, timeout_s: float = 30) -> None:
+        """Raise or clear the `memory` or `disk` alarm, returning once the node reports it so:
+        publishing connections get blocked while on. Memory: a watermark no node fits under
+        (default 0.4 back); disk: a free-space limit no disk has (the default 50 MB back)."""
+        limit = {
+            ("memory", True): "vm_memory_monitor:set_vm_memory_high_watermark(0.000001)",
+            ("memory", False): "vm_memory_monitor:set_vm_memory_high_watermark(0.4)",
+            ("disk", True): "rabbit_disk_monitor:set_disk_free_limit(1000000000000000)",
+            ("disk", False): "rabbit_disk_monitor:set_disk_free_limit(50000000)",
+        }[resource, on]
         tries = int(timeout_s * 10)
         erlang = (
-            f"vm_memory_monitor:set_vm_memory_high_watermark({watermark}), "
+            f"{limit}, "
             "Wait = fun Loop(0) -> timeout; Loop(N) -> "
-            "On = lists:any(fun({{resource_limit, memory, _}, _}) -> true; (_) -> false end, "
-            "rabbit_alarm:get_alarms()), "
-            f"case On of {wanted} -> ok; _ -> timer:sleep(100), Loop(N - 1) end end, "
+            f"On = lists:any(fun({{{{resource_limit, {resource}, _}}, _}}) -> true; "
+            "(_) -> false end, rabbit_alarm:get_alarms()), "
+            f"case On of {str(on).lower()} -> ok; _ -> timer:sleep(100), Loop(N - 1) end end, "
             f"Wait({tries})."
         )
         outcome = self._ctl("eval", erlang, timeout_s=timeout_s + 60).strip()
         if outcome != "ok":
-            raise AssertionError(f"memory alarm still {'off' if on else 'on'} after {timeout_s}s")
+            state = "off" if on else "on"
+            raise AssertionError(f"{resource} alarm still {state} after {timeout_s}s")
 
     def start(self, timeout_s: float = 60) -> None:
         subprocess.run(

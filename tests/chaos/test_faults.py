@@ -1,5 +1,5 @@
 """Faults around the tasks, against the test's own RabbitMQ node: consumers SIGKILLed every
-2 s, broker restarts, forced connection closes, a memory alarm. Every task the broker
+2 s, broker restarts, forced connection closes, memory and disk alarms. Every task the broker
 confirmed (a `202`) must end terminal exactly once in the store.
 
 Delivery is at least once, so a task may run to completion twice (its consumer killed after
@@ -307,7 +307,9 @@ ALARM_BATCH = 5
 
 
 @pytest.mark.timeout(180)
-async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_completes(
+@pytest.mark.parametrize("resource", ["memory", "disk"])
+async def test_an_alarm_refuses_submissions_with_503_and_every_202_task_completes(
+    resource: str,
     running_node: RabbitNode,
     chaos_namespace: str,
     open_producer: OpenProducer,
@@ -316,7 +318,7 @@ async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_comp
     chaos_summary: ChaosSummary,
 ) -> None:
     started = time.monotonic()
-    row = chaos_summary.add(ChaosRow(f"memory alarm on for {ALARM_S:g} s"))
+    row = chaos_summary.add(ChaosRow(f"{resource} alarm on for {ALARM_S:g} s"))
     for _ in range(2):
         start_service("consumer")
     api = (await open_producer(publish_timeout_s=1.0)).api
@@ -347,14 +349,14 @@ async def test_memory_alarm_refuses_submissions_with_503_and_every_202_task_comp
     submitters = [asyncio.create_task(submit_until_stopped()) for _ in range(SUBMITTERS)]
     try:
         await wait_until(lambda: len(accepted) >= 20, 30, "submissions before the alarm")
-        await asyncio.to_thread(running_node.set_memory_alarm, True)
+        await asyncio.to_thread(running_node.set_alarm, resource, True)
         try:
             depth_on = await work_queue_depth(running_node, chaos_namespace)
             accepted_on = len(accepted)
             await asyncio.sleep(ALARM_S)  # the scenario: the alarm stays on this long
             depth_off = await work_queue_depth(running_node, chaos_namespace)
         finally:
-            await asyncio.to_thread(running_node.set_memory_alarm, False)
+            await asyncio.to_thread(running_node.set_alarm, resource, False)
         accepted_off = len(accepted)
         await wait_until(lambda: len(accepted) >= accepted_off + 20, 60, "202s after the alarm")
     finally:

@@ -99,14 +99,17 @@ class Reporter:
         """Publish queued events in batches, at most one message per EVENTS_LINGER_S.
 
         After a quiet spell the first event goes out at once (no added latency); under load
-        events gather for a few milliseconds and share one message.
+        events gather for a few milliseconds and share one message. Not while a run waits
+        for its event's confirm (CONVEYOR_ACK_AFTER_REPORT): its slot holds its ack, and so
+        its next task, until then; the events that arrive while one batch is confirmed make
+        the next batch instead.
         """
         loop = asyncio.get_running_loop()
         last_publish = 0.0
         while True:
             batch = [await self._pending.get()]
             busy_for = last_publish + EVENTS_LINGER_S - loop.time()
-            if busy_for > 0:
+            if busy_for > 0 and self._progress is None:
                 await asyncio.sleep(busy_for)
             while not self._pending.empty() and len(batch) < MAX_EVENTS_PER_MESSAGE:
                 batch.append(self._pending.get_nowait())

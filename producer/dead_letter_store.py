@@ -17,11 +17,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from producer.records import TERMINAL_STATUSES, TaskStatus
+from producer.records import TERMINAL_VALUES, TaskStatus
 from producer.schema import dead_letters, tasks
 from shared.errors import SubmissionError
 
-_TERMINAL = [status.value for status in TERMINAL_STATUSES]
 HANDLER_FAILED = "failed"  # the dead-letter reason of a task whose handler raised
 
 
@@ -93,7 +92,7 @@ class DeadLetterStore:
                 return
             await connection.execute(
                 update(tasks)
-                .where(tasks.c.id == letter.task_id, tasks.c.status.not_in(_TERMINAL))
+                .where(tasks.c.id == letter.task_id, tasks.c.status.not_in(TERMINAL_VALUES))
                 .values(
                     status=TaskStatus.FAILED.value,
                     attempts=letter.attempts,

@@ -27,6 +27,8 @@ class TaskStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# The same, as stored in the status column (for SQL conditions), in a stable order.
+TERMINAL_VALUES = sorted(status.value for status in TERMINAL_STATUSES)
 
 
 class TaskError(BaseModel):

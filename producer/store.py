@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from producer.records import TERMINAL_STATUSES, TaskError, TaskPage, TaskRecord, TaskStatus
+from producer.records import TERMINAL_VALUES, TaskError, TaskPage, TaskRecord, TaskStatus
 from producer.schema import json_dumps, migrate, tasks
 from shared.envelope import TaskMessage
 from shared.events import TaskEvent, TaskState
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 # A run starts (running) and ends one way: retrying, succeeded or failed.
 _RANK = {TaskState.RUNNING: 1, TaskState.RETRYING: 3, TaskState.SUCCEEDED: 3, TaskState.FAILED: 3}
-_TERMINAL = [status.value for status in TERMINAL_STATUSES]
 _FINAL_STATES = (TaskState.SUCCEEDED, TaskState.FAILED)
 APPLY_TRIES = 3
 
@@ -225,7 +224,7 @@ class TaskStore:
         async with self.engine.begin() as connection:
             await connection.execute(
                 update(tasks)
-                .where(tasks.c.id == task_id, tasks.c.status.not_in(_TERMINAL))
+                .where(tasks.c.id == task_id, tasks.c.status.not_in(TERMINAL_VALUES))
                 .values(
                     status=TaskStatus.CANCELLED.value,
                     finished_at=now,
@@ -260,7 +259,9 @@ class TaskStore:
 
     async def terminal(self, ids: Iterable[str]) -> set[str]:
         """Which of `ids` have reached a terminal status."""
-        query = select(tasks.c.id).where(tasks.c.id.in_(list(ids)), tasks.c.status.in_(_TERMINAL))
+        query = select(tasks.c.id).where(
+            tasks.c.id.in_(list(ids)), tasks.c.status.in_(TERMINAL_VALUES)
+        )
         async with self.engine.connect() as connection:
             return set((await connection.execute(query)).scalars())
 
@@ -284,7 +285,7 @@ class TaskStore:
                 tasks.c.id == bindparam("b_id"),
                 tasks.c.progress < bindparam("b_progress"),
                 # Not NOT IN: executemany cannot expand a list parameter.
-                *(tasks.c.status != status for status in _TERMINAL),
+                *(tasks.c.status != status for status in TERMINAL_VALUES),
             )
             .values(
                 status=bindparam("b_status"),
@@ -339,7 +340,7 @@ class TaskStore:
         async with self.engine.begin() as connection:
             outcome = await connection.execute(
                 delete(tasks).where(
-                    tasks.c.status.in_(_TERMINAL), tasks.c.finished_at < finished_before
+                    tasks.c.status.in_(TERMINAL_VALUES), tasks.c.finished_at < finished_before
                 )
             )
         return int(outcome.rowcount or 0)

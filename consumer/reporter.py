@@ -35,9 +35,14 @@ HEADER_ERROR = "x-conveyor-error"
 HEADER_DEAD_AT = "x-conveyor-dead-lettered-at"
 HEADER_SOURCE_QUEUE = "x-conveyor-queue"
 MAX_EVENTS_PER_MESSAGE = 500
-# Under load events gather this long into one message: a prefetch=1 slot finishes a quick
-# task every few ms, and 5 ms caught barely more than one event per message (bench/).
-EVENTS_LINGER_S = 0.025
+# Under load events gather into one message for a while; the while adapts to the load. Each
+# event of the last message adds LINGER_PER_EVENT_S, within [MIN, MAX]: below 200 events/s
+# the linger shrinks to MIN (reporting adds ~2 ms to a task's latency), above it it grows to
+# MAX, where a message carries dozens of events and the recorder's cost per event stays low
+# (a fixed 5 ms caught barely more than one event per message at full drain; bench/).
+MIN_LINGER_S = 0.002
+MAX_LINGER_S = 0.025
+LINGER_PER_EVENT_S = 0.005
 PUBLISH_TIMEOUT_S = 5.0
 RETRY_DELAY_S = 0.5
 MAX_RETRY_DELAY_S = 10.0
@@ -96,7 +101,7 @@ class Reporter:
             await asyncio.shield(self._progress)
 
     async def _publish_events(self) -> None:
-        """Publish queued events in batches, at most one message per EVENTS_LINGER_S.
+        """Publish queued events in batches, at most one message per linger (see MIN_LINGER_S).
 
         After a quiet spell the first event goes out at once (no added latency); under load
         events gather for a few milliseconds and share one message. Not while a run waits
@@ -106,15 +111,17 @@ class Reporter:
         """
         loop = asyncio.get_running_loop()
         last_publish = 0.0
+        linger_s = MIN_LINGER_S
         while True:
             batch = [await self._pending.get()]
-            busy_for = last_publish + EVENTS_LINGER_S - loop.time()
+            busy_for = last_publish + linger_s - loop.time()
             if busy_for > 0 and self._progress is None:
                 await asyncio.sleep(busy_for)
             while not self._pending.empty() and len(batch) < MAX_EVENTS_PER_MESSAGE:
                 batch.append(self._pending.get_nowait())
             await self._publish_until_confirmed(batch)
             last_publish = loop.time()
+            linger_s = min(max(len(batch) * LINGER_PER_EVENT_S, MIN_LINGER_S), MAX_LINGER_S)
             self._confirmed += len(batch)
             if self._progress is not None:
                 self._progress.set_result(None)

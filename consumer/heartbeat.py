@@ -29,6 +29,17 @@ def conveyor_version() -> str:
         return "unknown"
 
 
+def address_towards(host: str) -> str | None:
+    """This machine's IP address on the route to `host` (the broker): the address others in
+    the cluster know it by. A UDP "connect" picks the route and sends nothing."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
 class HeartbeatSender:
     """Publishes this consumer's heartbeat every `interval_s`, and `offline` on `stop`.
 
@@ -47,6 +58,7 @@ class HeartbeatSender:
         queues: list[str],
         interval_s: float,
         status: Callable[[], tuple[list[str], int, int]],
+        broker_host: str = "localhost",
     ) -> None:
         self._connection = connection
         self._topology = topology
@@ -55,6 +67,7 @@ class HeartbeatSender:
         self._identity = {
             "id": worker_id,
             "hostname": socket.gethostname(),
+            "address": address_towards(broker_host),
             "pid": os.getpid(),
             "cpu_count": os.cpu_count() or 1,
             "concurrency": concurrency,

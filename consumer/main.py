@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import socket
+from urllib.parse import urlsplit
 
 from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
@@ -142,6 +143,7 @@ async def _start_worker(
         queues=settings.queues,
         interval_s=settings.worker_heartbeat_s,
         status=worker.status,
+        broker_host=urlsplit(settings.amqp_url.get_secret_value()).hostname or "localhost",
     )
     try:
         setup = await consuming.channel()

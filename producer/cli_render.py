@@ -137,6 +137,7 @@ DEAD_LETTER_NARROW_DROPS = ("queue", "attempts", "error", "dead-lettered (UTC)")
 WORKER_STATE_STYLES = {"online": "green", "lost": "red", "offline": "dim"}
 WORKER_COLUMNS: dict[str, Callable[[WorkerView], RenderableType]] = {
     "worker": lambda w: Text(w.id),
+    "address": lambda w: w.address or "-",
     "state": lambda w: Text(w.state, style=WORKER_STATE_STYLES[w.state]),
     "heartbeat": lambda w: f"{w.heartbeat_age_s:.0f}s ago",
     "queues": lambda w: ",".join(w.queues),
@@ -146,7 +147,7 @@ WORKER_COLUMNS: dict[str, Callable[[WorkerView], RenderableType]] = {
     "failed": lambda w: str(w.failed),
     "running": lambda w: Text(", ".join(w.running) or "-", style="red" if w.at_risk else ""),
 }
-WORKER_NARROW_DROPS = ("running", "cpus", "slots", "queues")
+WORKER_NARROW_DROPS = ("running", "address", "cpus", "slots", "queues")
 
 
 def _shortened(text: str, most_chars: int) -> str:

@@ -154,24 +154,36 @@ dead_letters = Table(
     Index("ix_conveyor_dead_letters_at", "dead_lettered_at", "task_id"),
 )
 
+
+def _worker_columns() -> list[Column[Any]]:
+    """The columns of conveyor_workers as schema version 4 created them."""
+    return [
+        # The latest heartbeat of each consumer process (see shared/workers.py).
+        Column("id", String(200), primary_key=True),
+        Column("hostname", String(255), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("cpu_count", Integer, nullable=False),
+        Column("concurrency", Integer, nullable=False),
+        Column("queues", JSONValue, nullable=False),
+        Column("version", String(64), nullable=False),
+        Column("started_at", Double, nullable=False),
+        Column("last_heartbeat_at", Double, nullable=False),
+        Column("heartbeat_s", Double, nullable=False),
+        Column("state", String(8), nullable=False),  # online | offline; lost is read off the age
+        Column("running", JSONValue, nullable=False),
+        Column("processed", Integer, nullable=False),
+        Column("failed", Integer, nullable=False),
+    ]
+
+
+# v5: the address a worker reaches the broker from (its machine's address in the cluster).
+_WORKER_ADDRESS = ("address", String(255))
+
 workers = Table(
     "conveyor_workers",
     metadata,
-    # The latest heartbeat of each consumer process (see shared/workers.py).
-    Column("id", String(200), primary_key=True),
-    Column("hostname", String(255), nullable=False),
-    Column("pid", Integer, nullable=False),
-    Column("cpu_count", Integer, nullable=False),
-    Column("concurrency", Integer, nullable=False),
-    Column("queues", JSONValue, nullable=False),
-    Column("version", String(64), nullable=False),
-    Column("started_at", Double, nullable=False),
-    Column("last_heartbeat_at", Double, nullable=False),
-    Column("heartbeat_s", Double, nullable=False),
-    Column("state", String(8), nullable=False),  # online | offline; lost is read off the age
-    Column("running", JSONValue, nullable=False),
-    Column("processed", Integer, nullable=False),
-    Column("failed", Integer, nullable=False),
+    *_worker_columns(),
+    Column(_WORKER_ADDRESS[0], _WORKER_ADDRESS[1]),
 )
 
 
@@ -202,7 +214,13 @@ def _v3_schedules_and_delays(connection: Connection) -> None:
 
 
 def _v4_workers(connection: Connection) -> None:
-    workers.create(connection)
+    Table("conveyor_workers", MetaData(), *_worker_columns()).create(connection)
+
+
+def _v5_worker_addresses(connection: Connection) -> None:
+    name, type_ = _WORKER_ADDRESS
+    sql_type = type_.compile(dialect=connection.dialect)
+    connection.execute(text(f"ALTER TABLE conveyor_workers ADD COLUMN {name} {sql_type}"))
 
 
 Migration = Callable[[Connection], None]
@@ -213,6 +231,7 @@ MIGRATIONS: Sequence[Migration] = (
     _v2_retries_and_dead_letters,
     _v3_schedules_and_delays,
     _v4_workers,
+    _v5_worker_addresses,
 )
 
 

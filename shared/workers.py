@@ -20,6 +20,9 @@ class WorkerIdentity(BaseModel):
 
     id: str
     hostname: str
+    address: str | None = Field(
+        default=None, description="The IP address the worker reaches the broker from."
+    )
     pid: int
     cpu_count: int
     concurrency: int

@@ -464,7 +464,7 @@
         { "data-worker": worker.id, class: `w-${worker.state}` },
         h(
           "td",
-          { title: `${worker.id} · queues ${worker.queues.join(", ")} · ${worker.concurrency} slot(s) · ${worker.cpu_count} CPUs · started ${worker.started_at}` },
+          { title: `${worker.id}${worker.address ? ` · ${worker.address}` : ""} · queues ${worker.queues.join(", ")} · ${worker.concurrency} slot(s) · ${worker.cpu_count} CPUs · started ${worker.started_at}` },
           `${worker.hostname}:${worker.pid}`,
         ),
         h("td", {}, h("span", { class: `badge w-${worker.state}`, "data-state": worker.state }, worker.state)),

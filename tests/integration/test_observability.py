@@ -48,6 +48,7 @@ async def test_registry_shows_workers_online_then_lost_or_offline(
     online = await worker_of(api, killed, "online")
     expected = (os.cpu_count(), 2, ["default"])
     assert (online["cpu_count"], online["concurrency"], online["queues"]) == expected
+    assert online["address"] == "127.0.0.1"  # the route to the test's broker
     assert (
         online["hostname"] and online["version"] and online["id"].split(":")[1] == str(killed.pid)
     )

@@ -43,8 +43,9 @@ async def workers(database_url: str) -> AsyncIterator[WorkerStore]:
 
 
 async def test_a_worker_is_online_until_three_heartbeats_are_missed(workers: WorkerStore) -> None:
-    await workers.record(beat(T0, running=["t-1"], processed=7, failed=1))
+    await workers.record(beat(T0, running=["t-1"], processed=7, failed=1, address="10.0.3.7"))
     [online] = await workers.list(now=T0 + 14.9)
+    assert (online.address, online.cpu_count, online.hostname) == ("10.0.3.7", 4, "host")
     assert (online.state, online.running, online.at_risk) == ("online", ["t-1"], [])
     assert (online.processed, online.failed, online.heartbeat_age_s) == (7, 1, 14.9)
     [lost] = await workers.list(now=T0 + 15.1)

@@ -523,6 +523,7 @@ WORKERS = {
         {
             "id": "web-1:42:abc",
             "hostname": "web-1",
+            "address": "10.0.3.7",
             "pid": 42,
             "cpu_count": 8,
             "concurrency": 2,
@@ -553,7 +554,7 @@ def test_workers_shows_state_heartbeat_and_running_tasks(
     code, out, err = run(capsys, ["workers"], httpx.MockTransport(_workers_api))
     assert (code, err) == (0, "")
     [row] = [line for line in out.splitlines() if "web-1:42:abc" in line]
-    for shown in ("lost", "32s ago", "default,slow", "120", "t-7"):
+    for shown in ("lost", "10.0.3.7", "32s ago", "default,slow", "120", "t-7"):
         assert shown in row, (shown, row)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from producer.records import TaskStatus
 from producer.schema import MIGRATIONS, latest_version, migrate, schema_version
 from producer.store import NewTask, TaskStore, progress_of
+from producer.worker_store import WorkerStore
 from shared.envelope import TaskMessage
 from shared.events import TaskState, make_event
 from shared.ids import new_task_id
@@ -65,6 +66,33 @@ async def test_version_1_data_survives_the_migration_to_the_latest(tmp_path: Pat
         record = await store.get("old-1")
         assert record is not None and record.payload == {"a": 1}
         assert record.status is TaskStatus.SUCCEEDED and record.next_attempt_at is None
+    finally:
+        await store.close()
+
+
+async def test_a_version_4_worker_registry_gains_addresses_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    engine = create_async_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: schema_version.create(sync))
+        await connection.execute(schema_version.insert().values(id=1, version=4))
+        for migration in MIGRATIONS[:4]:
+            await connection.run_sync(migration)
+        await connection.execute(
+            text(
+                "INSERT INTO conveyor_workers (id, hostname, pid, cpu_count, concurrency, queues, "
+                "version, started_at, last_heartbeat_at, heartbeat_s, state, running, processed, "
+                "failed) VALUES ('h:1:a', 'h', 1, 4, 1, '[\"default\"]', '0.1.0', 1.0, 2.0, 5.0, "
+                "'offline', '[]', 3, 0)"
+            )
+        )
+    await engine.dispose()
+    store = await TaskStore.open(url)
+    try:
+        [worker] = await WorkerStore(store.engine).list(now=3.0)
+        assert (worker.id, worker.address, worker.processed) == ("h:1:a", None, 3)
     finally:
         await store.close()
 

@@ -6,31 +6,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 
 from producer.leader import LeaderStatus
 from producer.schedule_store import ScheduleStore
-from producer.schedules import Misfire, Schedule, ScheduleDefinition, Source, next_runs
+from producer.schedules import Schedule, ScheduleDefinition, ScheduleFields, next_runs
 from producer.submission import Submitter, TaskSubmission
 from shared.errors import ScheduleNotFound
 
 
-class ScheduleView(BaseModel):
+class ScheduleView(ScheduleFields):
     """A schedule as the API shows it; times are ISO 8601 UTC."""
 
-    name: str
-    cron: str
-    timezone: str
-    task: str
-    payload: dict[str, Any]
-    misfire: Misfire
-    queue: str | None
-    max_retries: int | None
-    timeout_s: float | None
-    paused: bool
-    source: Source = Field(description="api, or file: defined in CONVEYOR_SCHEDULES_FILE.")
     next_runs: list[datetime] = Field(description="The next 5 ticks; none while paused.")
     last_tick_at: datetime | None = Field(description="The latest tick fired or skipped.")
     created_at: datetime

@@ -162,10 +162,9 @@ class ScheduleDefinition(BaseModel):
         return check_timezone(timezone)
 
 
-class Schedule(BaseModel):
-    """A stored schedule: its definition, state and where it came from."""
-
-    model_config = ConfigDict(frozen=True)
+class ScheduleFields(BaseModel):
+    """What a stored schedule and its API view share: the definition, whether it is paused
+    and where it came from (their times differ: epoch seconds stored, ISO 8601 shown)."""
 
     name: str
     cron: str
@@ -177,7 +176,14 @@ class Schedule(BaseModel):
     max_retries: int | None
     timeout_s: float | None
     paused: bool
-    source: Source
+    source: Source = Field(description="api, or file: defined in CONVEYOR_SCHEDULES_FILE.")
+
+
+class Schedule(ScheduleFields):
+    """A stored schedule: its definition, state and where it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
     # The latest tick fired or skipped; None: none yet, ticks after created_at are due.
     last_tick_at: float | None
     created_at: float

@@ -56,9 +56,15 @@ class RunCheck:
         await replies.consume(self._on_reply, no_ack=True)
 
     async def verdict(self, task_id: str, redelivered: bool) -> Verdict:
-        """Ask the producers about `task_id`; RUN when none answers in time."""
+        """Ask the producers about `task_id` (twice: a request or its reply can be lost while
+        a connection is being restored); RUN when none answers in time."""
+        request = {"task_id": task_id, "redelivered": redelivered}
         try:
-            reply = await self._ask({"task_id": task_id, "redelivered": redelivered})
+            try:
+                reply = await self._ask(request)
+            except TimeoutError:
+                log.info("no answer yet whether task %s already ran; asking again", task_id)
+                reply = await self._ask(request)
         except Exception as error:
             log.warning(
                 "no producer answered whether task %s already ran (%r); running it", task_id, error

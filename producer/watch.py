@@ -84,8 +84,8 @@ class SystemWatch:
     async def _look_at_queues(self) -> None:
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel()
-        # The plain channel underneath: a robust channel's passive declare of a quorum queue
-        # reports 0 consumers here (aio-pika 9.5, RabbitMQ 3.10), the plain one the truth.
+        # The plain channel underneath: a robust channel answers a passive declare of a queue
+        # it declared before with that cached queue object, stale counts and all (aio-pika 10).
         channel = await self._channel.get_underlay_channel()
         items = []
         for name in self._queues:

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -72,13 +71,6 @@ class Backend:
     workers: None = None
     watch: None = None
     metrics: ProducerMetrics = field(default_factory=ProducerMetrics)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
-    opened = await TaskStore.open(f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

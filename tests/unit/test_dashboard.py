@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import pytest
@@ -14,30 +12,13 @@ from producer.api import create_app
 from producer.dashboard import ASSETS, read_asset
 from producer.records import TaskStatus
 from producer.store import NewTask, TaskStore
-from producer.waiters import Waiters
 from shared.envelope import TaskMessage
 from shared.events import TaskState, make_event
 from shared.ids import new_task_id
+from tests.unit.test_api import Backend
 
 TOKEN = "s3cret-dash"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@dataclass
-class Backend:
-    store: TaskStore | None = None
-    submitter: None = None
-    waiters: Waiters = field(default_factory=Waiters)
-    dead_letters: None = None
-    canceller: None = None
-    schedules: None = None
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
-    opened = await TaskStore.open(f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

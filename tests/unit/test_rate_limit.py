@@ -4,8 +4,6 @@ into the real app (SQLite store, stand-in publisher)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -182,13 +180,6 @@ async def test_past_the_cap_the_least_recently_seen_client_loses_its_bucket(
 
 
 # The real app: middleware order and the sum of outcomes under a burst.
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
-    opened = await TaskStore.open(f"sqlite+aiosqlite:///{tmp_path / 'tasks.db'}")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
-# One image for both roles: `python -m producer` (default) or `python -m consumer`.
+# One image for both roles: `python -m conveyor.producer` (default) or `python -m conveyor.consumer`.
 # Stage 1 builds wheels (needs no compiler for our deps, but keeps pip caches out of the image).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY conveyor ./conveyor
 COPY config ./config
 COPY shared ./shared
 COPY producer ./producer
@@ -31,8 +32,8 @@ ENV PYTHONUNBUFFERED=1 \
 EXPOSE 8000 9108
 # Both services touch CONVEYOR_HEALTH_FILE every 5 s while their event loop runs.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-m", "shared.health"]
+    CMD ["python", "-m", "conveyor.shared.health"]
 # The consumer finishes in-flight tasks on SIGTERM (CONVEYOR_SHUTDOWN_GRACE_S, default 30 s):
 # give it a longer stop timeout (compose: stop_grace_period).
 STOPSIGNAL SIGTERM
-CMD ["python", "-m", "producer"]
+CMD ["python", "-m", "conveyor.producer"]

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from shared.runtime import run
-from shared.topology import Topology
+from conveyor.shared.runtime import run
+from conveyor.shared.topology import Topology
 
 T = TypeVar("T")
 LoopName = Literal["asyncio", "uvloop"]

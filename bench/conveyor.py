@@ -20,10 +20,10 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import SecretStr
 
 from bench.common import CONFIRM_WINDOW, CONVEYOR_QUEUE, Names, child_env
-from config import ProducerSettings
-from producer.service import open_submitter
-from producer.submission import Submitter, TaskSubmission
-from shared.events import EVENTS_ROUTING_KEY, TaskState, decode_events
+from conveyor.config import ProducerSettings
+from conveyor.producer.service import open_submitter
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskState, decode_events
 
 CONSUMER_ARGV = [sys.executable, "-m", "consumer"]
 

@@ -46,7 +46,7 @@ from bench.database import DEFAULT_POSTGRES_URL, database_name, drop_postgres, r
 from bench.http_producer import BATCH_SIZE, DEFAULT_CONCURRENCY
 from bench.report import print_results
 from bench.steps import Bench, Results
-from config import redact_url
+from conveyor.config import redact_url
 
 LOOPS: tuple[LoopName, ...] = ("asyncio", "uvloop")
 

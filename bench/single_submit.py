@@ -21,11 +21,11 @@ import time
 
 import aio_pika
 
-from config import ProducerSettings
-from producer import outbox
-from producer.service import open_submitter
-from producer.submission import TaskSubmission
-from shared.topology import Topology
+from conveyor.config import ProducerSettings
+from conveyor.producer import outbox
+from conveyor.producer.service import open_submitter
+from conveyor.producer.submission import TaskSubmission
+from conveyor.shared.topology import Topology
 
 WARM_UP = 50
 

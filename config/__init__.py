@@ -1,15 +1,21 @@
 """Conveyor's settings: pydantic-settings classes read from CONVEYOR_* environment variables."""
 
-from config.broker import BrokerSettings
-from config.client import ClientSettings
-from config.consumer import ConsumerSettings
-from config.loader import EXIT_BAD_CONFIG, describe_error, load_settings, redact_text, redact_url
-from config.logs import LogSettings
-from config.producer import ProducerSettings
-from config.runtime import RuntimeSettings
-from config.scheduling import SchedulingSettings
-from config.store import StoreSettings, async_database_url
-from config.tasks import TaskSettings
+from conveyor.config.broker import BrokerSettings
+from conveyor.config.client import ClientSettings
+from conveyor.config.consumer import ConsumerSettings
+from conveyor.config.loader import (
+    EXIT_BAD_CONFIG,
+    describe_error,
+    load_settings,
+    redact_text,
+    redact_url,
+)
+from conveyor.config.logs import LogSettings
+from conveyor.config.producer import ProducerSettings
+from conveyor.config.runtime import RuntimeSettings
+from conveyor.config.scheduling import SchedulingSettings
+from conveyor.config.store import StoreSettings, async_database_url
+from conveyor.config.tasks import TaskSettings
 
 __all__ = [
     "EXIT_BAD_CONFIG",

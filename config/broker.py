@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings
 
 # Names Conveyor itself uses beside the work queues ({namespace}.dead and the exchanges).
 RESERVED_QUEUE_NAMES = frozenset(

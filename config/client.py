@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings
 
 
 class ClientSettings(ConveyorSettings):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from config.broker import BrokerSettings
-from config.logs import LogSettings
-from config.runtime import RuntimeSettings
-from config.tasks import TaskSettings
+from conveyor.config.broker import BrokerSettings
+from conveyor.config.logs import LogSettings
+from conveyor.config.runtime import RuntimeSettings
+from conveyor.config.tasks import TaskSettings
 
 
 class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSettings):

@@ -9,7 +9,7 @@ from typing import Literal, TypeVar, get_args, get_origin
 from pydantic import SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
-from config.base import ENV_PREFIX, ConveyorSettings
+from conveyor.config.base import ENV_PREFIX, ConveyorSettings
 
 SettingsT = TypeVar("SettingsT", bound=ConveyorSettings)
 

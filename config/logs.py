@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings
 
 
 class LogSettings(ConveyorSettings):

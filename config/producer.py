@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from config.broker import BrokerSettings
-from config.logs import LogSettings
-from config.runtime import RuntimeSettings
-from config.scheduling import SchedulingSettings
-from config.store import StoreSettings
-from config.tasks import TaskSettings
+from conveyor.config.broker import BrokerSettings
+from conveyor.config.logs import LogSettings
+from conveyor.config.runtime import RuntimeSettings
+from conveyor.config.scheduling import SchedulingSettings
+from conveyor.config.store import StoreSettings
+from conveyor.config.tasks import TaskSettings
 
 
 class ProducerSettings(

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings
 
 
 class RuntimeSettings(ConveyorSettings):

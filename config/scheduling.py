@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings
 
 
 class SchedulingSettings(ConveyorSettings):

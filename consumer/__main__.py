@@ -1,5 +1,5 @@
 """`python -m consumer`: run a consumer process."""
 
-from consumer.main import main
+from conveyor.consumer.main import main
 
 main()

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from consumer.checks import RunCheck
-from shared.topology import Topology
+from conveyor.consumer.checks import RunCheck
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import orjson
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from shared.topology import Topology
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from typing import Any
 
-from consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
-from shared.errors import ChildDied, ChildMemoryExceeded, ChildTaskFailed, TaskTimedOut
+from conveyor.consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
+from conveyor.shared.errors import ChildDied, ChildMemoryExceeded, ChildTaskFailed, TaskTimedOut
 
 _STOP = b"stop"  # parent -> child: exit cleanly (pickles never equal these two)
 _STARTED = b"started"  # child -> parent: the request is unpickled, the handler starts now

@@ -9,7 +9,7 @@ from collections.abc import Awaitable
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared.envelope import TaskMessage
+from conveyor.shared.envelope import TaskMessage
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 from pydantic import SecretStr
 
-from shared.builtin_tasks import (
+from conveyor.shared.builtin_tasks import (
     CpuPayload,
     CrashPayload,
     EchoPayload,
@@ -27,7 +27,7 @@ from shared.builtin_tasks import (
     SendEmailPayload,
     SleepPayload,
 )
-from shared.errors import NotConfigured, PermanentFailure, Retry, TaskFailed
+from conveyor.shared.errors import NotConfigured, PermanentFailure, Retry, TaskFailed
 
 JSONValue = Any  # whatever orjson can serialize
 

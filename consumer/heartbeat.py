@@ -14,8 +14,8 @@ from importlib.metadata import PackageNotFoundError, version
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from shared.topology import Topology
-from shared.workers import Heartbeat
+from conveyor.shared.topology import Topology
+from conveyor.shared.workers import Heartbeat
 
 log = logging.getLogger(__name__)
 

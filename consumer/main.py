@@ -15,23 +15,23 @@ from aio_pika.abc import AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 
-from config import ConsumerSettings, load_settings, redact_text
-from consumer.cancellations import Cancellations
-from consumer.checks import RunCheck
-from consumer.handlers import builtin_handlers
-from consumer.heartbeat import HeartbeatSender
-from consumer.metrics import WorkerMetrics
-from consumer.reporter import Reporter
-from consumer.retries import Retrier
-from consumer.sync_runner import SyncRunner
-from consumer.worker import Worker
-from shared.builtin_tasks import builtin_catalog
-from shared.connection import connect
-from shared.health import keep_alive
-from shared.logs import configure_logging
-from shared.metrics import serve_metrics
-from shared.runtime import run as run_on_loop
-from shared.topology import Topology, declare_topology
+from conveyor.config import ConsumerSettings, load_settings, redact_text
+from conveyor.consumer.cancellations import Cancellations
+from conveyor.consumer.checks import RunCheck
+from conveyor.consumer.handlers import builtin_handlers
+from conveyor.consumer.heartbeat import HeartbeatSender
+from conveyor.consumer.metrics import WorkerMetrics
+from conveyor.consumer.reporter import Reporter
+from conveyor.consumer.retries import Retrier
+from conveyor.consumer.sync_runner import SyncRunner
+from conveyor.consumer.worker import Worker
+from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.connection import connect
+from conveyor.shared.health import keep_alive
+from conveyor.shared.logs import configure_logging
+from conveyor.shared.metrics import serve_metrics
+from conveyor.shared.runtime import run as run_on_loop
+from conveyor.shared.topology import Topology, declare_topology
 
 log = logging.getLogger("consumer")
 

@@ -11,8 +11,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from shared.envelope import TaskMessage
-from shared.metrics import RUN_BUCKETS_S, WAIT_BUCKETS_S, histogram, task_counter
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.metrics import RUN_BUCKETS_S, WAIT_BUCKETS_S, histogram, task_counter
 
 
 class WorkerMetrics:

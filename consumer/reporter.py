@@ -25,8 +25,8 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
-from shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
-from shared.topology import Topology
+from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
-from shared.envelope import TaskMessage, encode
-from shared.topology import Topology, declare_retry_queue, retry_delay_ms
+from conveyor.shared.envelope import TaskMessage, encode
+from conveyor.shared.topology import Topology, declare_retry_queue, retry_delay_ms
 
 PUBLISH_TIMEOUT_S = 5.0
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from consumer.reporter import Reporter
-from shared.envelope import TaskMessage
-from shared.events import TaskEvent, TaskState, make_event
+from conveyor.consumer.reporter import Reporter
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.events import TaskEvent, TaskState, make_event
 
 
 @dataclass(eq=False)

@@ -13,8 +13,8 @@ import asyncio
 import multiprocessing
 from typing import Any
 
-from consumer.child_process import ChildProcess
-from consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
+from conveyor.consumer.child_process import ChildProcess
+from conveyor.consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
 
 
 class SyncRunner:

@@ -22,17 +22,17 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from consumer.checks import RunCheck
-from consumer.deliveries import error_info, run_number_of, settle, why
-from consumer.handlers import Handler, JSONValue, TaskContext
-from consumer.metrics import RunMeter, WorkerMetrics
-from consumer.reporter import Reporter
-from consumer.retries import Retrier
-from consumer.runs import Run, RunReports
-from consumer.sync_runner import SyncRunner
-from shared.catalog import Catalog
-from shared.envelope import HEADER_TASK, TaskMessage, decode
-from shared.errors import (
+from conveyor.consumer.checks import RunCheck
+from conveyor.consumer.deliveries import error_info, run_number_of, settle, why
+from conveyor.consumer.handlers import Handler, JSONValue, TaskContext
+from conveyor.consumer.metrics import RunMeter, WorkerMetrics
+from conveyor.consumer.reporter import Reporter
+from conveyor.consumer.retries import Retrier
+from conveyor.consumer.runs import Run, RunReports
+from conveyor.consumer.sync_runner import SyncRunner
+from conveyor.shared.catalog import Catalog
+from conveyor.shared.envelope import HEADER_TASK, TaskMessage, decode
+from conveyor.shared.errors import (
     InvalidPayload,
     InvalidResult,
     PermanentFailure,
@@ -41,9 +41,9 @@ from shared.errors import (
     UndecodableMessage,
     UnknownTask,
 )
-from shared.events import TaskState
-from shared.logs import log_context
-from shared.topology import Topology, declare_work_queue
+from conveyor.shared.events import TaskState
+from conveyor.shared.logs import log_context
+from conveyor.shared.topology import Topology, declare_work_queue
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """`python -m producer`: run the producer service (HTTP API + publisher)."""
 
-from producer.main import main
+from conveyor.producer.main import main
 
 main()

@@ -13,21 +13,21 @@ from typing import Annotated, Any, Protocol
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response, status
 from pydantic import BaseModel, Field
 
-from producer.cancellation import Canceller
-from producer.dashboard import dashboard_routes
-from producer.dead_letter_api import dead_letter_routes
-from producer.dead_letters import DeadLetterDesk
-from producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
-from producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
-from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
-from producer.schedule_api import schedule_routes
-from producer.schedule_desk import ScheduleDesk
-from producer.stats import stats_routes
-from producer.store import TaskStore
-from producer.submission import Submitter, TaskSubmission
-from producer.system_api import SystemParts, system_routes
-from producer.waiters import Waiters
-from shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
+from conveyor.producer.cancellation import Canceller
+from conveyor.producer.dashboard import dashboard_routes
+from conveyor.producer.dead_letter_api import dead_letter_routes
+from conveyor.producer.dead_letters import DeadLetterDesk
+from conveyor.producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
+from conveyor.producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
+from conveyor.producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
+from conveyor.producer.schedule_api import schedule_routes
+from conveyor.producer.schedule_desk import ScheduleDesk
+from conveyor.producer.stats import stats_routes
+from conveyor.producer.store import TaskStore
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.system_api import SystemParts, system_routes
+from conveyor.producer.waiters import Waiters
+from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
 
 MAX_LIST_LIMIT = 500
 MAX_WAIT_S = 60.0

@@ -15,8 +15,8 @@ import orjson
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from producer.store import TaskStore
-from shared.topology import CHECK_TTL_MS, Topology
+from conveyor.producer.store import TaskStore
+from conveyor.shared.topology import CHECK_TTL_MS, Topology
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 import orjson
 
-from config import ClientSettings, load_settings
-from producer import cli_render as render
-from producer.client import Conflict, ConveyorClient, InvalidRequest, TaskNotFound
-from producer.records import TaskRecord, TaskStatus
-from shared.errors import ConveyorError
+from conveyor.config import ClientSettings, load_settings
+from conveyor.producer import cli_render as render
+from conveyor.producer.client import Conflict, ConveyorClient, InvalidRequest, TaskNotFound
+from conveyor.producer.records import TaskRecord, TaskStatus
+from conveyor.shared.errors import ConveyorError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -346,7 +346,7 @@ def main(
     """
     args = _parser().parse_args(argv)
     if args.command == "producer":
-        from producer.main import main as run_producer
+        from conveyor.producer.main import main as run_producer
 
         run_producer()
     elif args.command == "consumer":
@@ -356,7 +356,7 @@ def main(
     elif args.command in API_COMMANDS:
         raise SystemExit(_run_api_command(args, transport))
     elif args.command == "demo":
-        from producer.demo import run_demo
+        from conveyor.producer.demo import run_demo
 
         raise SystemExit(run_demo(args.tasks, args.consumers))
 

@@ -24,8 +24,8 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from config import ClientSettings, redact_url
-from producer.client_errors import (
+from conveyor.config import ClientSettings, redact_url
+from conveyor.producer.client_errors import (
     ApiError,
     Conflict,
     ErrorDetail,
@@ -36,9 +36,9 @@ from producer.client_errors import (
     Unauthorized,
     error_from,
 )
-from producer.dead_letter_store import DeadLetterPage
-from producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
-from producer.worker_store import WorkerPage, WorkerView
+from conveyor.producer.dead_letter_store import DeadLetterPage
+from conveyor.producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
+from conveyor.producer.worker_store import WorkerPage, WorkerView
 
 __all__ = [
     "ApiError",

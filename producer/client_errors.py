@@ -9,7 +9,7 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
-from shared.errors import ConveyorError
+from conveyor.shared.errors import ConveyorError
 
 
 class ErrorDetail(BaseModel):

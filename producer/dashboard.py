@@ -36,7 +36,7 @@ _HEADERS = {
 
 def read_asset(name: str) -> bytes:
     """One of the dashboard's files, from the installed package."""
-    return (files("producer") / "static" / name).read_bytes()
+    return (files("conveyor.producer") / "static" / name).read_bytes()
 
 
 def dashboard_routes() -> APIRouter:

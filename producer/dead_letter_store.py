@@ -17,9 +17,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from producer.records import TERMINAL_VALUES, TaskStatus
-from producer.schema import dead_letters, tasks
-from shared.errors import SubmissionError
+from conveyor.producer.records import TERMINAL_VALUES, TaskStatus
+from conveyor.producer.schema import dead_letters, tasks
+from conveyor.shared.errors import SubmissionError
 
 HANDLER_FAILED = "failed"  # the dead-letter reason of a task whose handler raised
 

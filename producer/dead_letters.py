@@ -18,12 +18,12 @@ from typing import Any
 from aio_pika import Message
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from producer.dead_letter_store import DeadLetter, DeadLetterStore
-from producer.publisher import TaskPublisher
-from producer.store import TaskStore
-from shared.envelope import HEADER_ATTEMPT, HEADER_RUNS, HEADER_TASK, decode
-from shared.errors import Conflict, TaskNotFound, UndecodableMessage
-from shared.topology import Topology
+from conveyor.producer.dead_letter_store import DeadLetter, DeadLetterStore
+from conveyor.producer.publisher import TaskPublisher
+from conveyor.producer.store import TaskStore
+from conveyor.shared.envelope import HEADER_ATTEMPT, HEADER_RUNS, HEADER_TASK, decode
+from conveyor.shared.errors import Conflict, TaskNotFound, UndecodableMessage
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import asyncio
 import logging
 import time
 
-from producer.publisher import TaskPublisher
-from producer.store import TaskStore
+from conveyor.producer.publisher import TaskPublisher
+from conveyor.producer.store import TaskStore
 
 log = logging.getLogger(__name__)
 

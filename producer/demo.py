@@ -27,9 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from config import ProducerSettings, load_settings, redact_url
-from shared.events import TaskState, decode_events
-from shared.topology import Topology
+from conveyor.config import ProducerSettings, load_settings, redact_url
+from conveyor.shared.events import TaskState, decode_events
+from conveyor.shared.topology import Topology
 
 console = Console()
 

@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
-from config import redact_text
-from shared.errors import (
+from conveyor.config import redact_text
+from conveyor.shared.errors import (
     BrokerUnavailable,
     Conflict,
     InvalidPayload,

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producer.dashboard import DASHBOARD_PATHS
-from producer.errors import error_response
-from shared.logs import log_context
+from conveyor.producer.dashboard import DASHBOARD_PATHS
+from conveyor.producer.errors import error_response
+from conveyor.shared.logs import log_context
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # The dashboard's page and files hold no data: they load without a token, then ask for one.

@@ -40,8 +40,8 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import ChannelLockedResource, PublishError
 
-from config import BrokerSettings
-from shared.topology import Topology
+from conveyor.config import BrokerSettings
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

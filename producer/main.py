@@ -10,12 +10,12 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from config import ProducerSettings, load_settings
-from producer.api import create_app
-from producer.service import ProducerService
-from shared.health import keep_alive
-from shared.logs import configure_logging
-from shared.runtime import run as run_on_loop
+from conveyor.config import ProducerSettings, load_settings
+from conveyor.producer.api import create_app
+from conveyor.producer.service import ProducerService
+from conveyor.shared.health import keep_alive
+from conveyor.shared.logs import configure_logging
+from conveyor.shared.runtime import run as run_on_loop
 
 log = logging.getLogger("producer")
 

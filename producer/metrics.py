@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from shared.events import TaskEvent
-from shared.metrics import PUBLISH_BUCKETS_S, WAIT_BUCKETS_S, histogram, task_counter
+from conveyor.shared.events import TaskEvent
+from conveyor.shared.metrics import PUBLISH_BUCKETS_S, WAIT_BUCKETS_S, histogram, task_counter
 
 
 class ProducerMetrics:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from producer.store import TaskStore
+from conveyor.producer.store import TaskStore
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError
 from aiormq.exceptions import AMQPConnectionError, PublishError
 
-from shared.envelope import TaskMessage, encode
-from shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
-from shared.topology import Topology
+from conveyor.shared.envelope import TaskMessage, encode
+from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

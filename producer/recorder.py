@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from producer.store import TaskStore
-from shared.errors import UndecodableMessage
-from shared.events import TaskEvent, decode_events
-from shared.topology import Topology
+from conveyor.producer.store import TaskStore
+from conveyor.shared.errors import UndecodableMessage
+from conveyor.shared.events import TaskEvent, decode_events
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

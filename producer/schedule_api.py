@@ -6,9 +6,9 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from producer.schedule_desk import ScheduleDesk, SchedulePage, ScheduleView
-from producer.schedules import NAME_PATTERN, ScheduleDefinition
-from shared.errors import BrokerUnavailable
+from conveyor.producer.schedule_desk import ScheduleDesk, SchedulePage, ScheduleView
+from conveyor.producer.schedules import NAME_PATTERN, ScheduleDefinition
+from conveyor.shared.errors import BrokerUnavailable
 
 MAX_LIST_LIMIT = 500
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
-from producer.leader import LeaderStatus
-from producer.schedule_store import ScheduleStore
-from producer.schedules import Schedule, ScheduleDefinition, ScheduleFields, next_runs
-from producer.submission import Submitter, TaskSubmission
-from shared.errors import ScheduleNotFound
+from conveyor.producer.leader import LeaderStatus
+from conveyor.producer.schedule_store import ScheduleStore
+from conveyor.producer.schedules import Schedule, ScheduleDefinition, ScheduleFields, next_runs
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.errors import ScheduleNotFound
 
 
 class ScheduleView(ScheduleFields):

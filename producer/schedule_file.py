@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from config import EXIT_BAD_CONFIG
-from producer.schedules import NAME_PATTERN, ScheduleDefinition, check_task
-from shared.catalog import Catalog
-from shared.errors import InvalidPayload, ScheduleFileError, SubmissionError
+from conveyor.config import EXIT_BAD_CONFIG
+from conveyor.producer.schedules import NAME_PATTERN, ScheduleDefinition, check_task
+from conveyor.shared.catalog import Catalog
+from conveyor.shared.errors import InvalidPayload, ScheduleFileError, SubmissionError
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

@@ -15,9 +15,9 @@ from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from producer.schedules import Schedule, ScheduleDefinition, Source
-from producer.schema import schedules
-from shared.errors import Conflict
+from conveyor.producer.schedules import Schedule, ScheduleDefinition, Source
+from conveyor.producer.schema import schedules
+from conveyor.shared.errors import Conflict
 
 PUT_TRIES = 3
 

@@ -17,9 +17,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from producer.leader import LeaderStatus
-from producer.schedule_store import ScheduleStore
-from producer.schedules import (
+from conveyor.producer.leader import LeaderStatus
+from conveyor.producer.schedule_store import ScheduleStore
+from conveyor.producer.schedules import (
     ON_TIME_GRACE_S,
     Schedule,
     due_ticks,
@@ -27,9 +27,9 @@ from producer.schedules import (
     tick_key,
     ticks_to_fire,
 )
-from producer.submission import Submitter, TaskSubmission
-from shared.errors import SubmissionError
-from shared.ids import tick_task_id
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.errors import SubmissionError
+from conveyor.shared.ids import tick_task_id
 
 log = logging.getLogger(__name__)
 

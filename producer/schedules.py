@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.catalog import Catalog
-from shared.errors import SubmissionError
+from conveyor.shared.catalog import Catalog
+from conveyor.shared.errors import SubmissionError
 
 Misfire = Literal["skip", "once", "all"]
 Source = Literal["api", "file"]

@@ -10,32 +10,32 @@ from typing import Protocol, TypeVar
 
 from aio_pika.abc import AbstractRobustConnection
 
-from config import ProducerSettings, redact_text, redact_url
-from producer.cancellation import Canceller
-from producer.checks import RunChecks
-from producer.dead_letter_store import DeadLetterStore
-from producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
-from producer.delays import DueTasks
-from producer.leader import Leadership, new_replica_id
-from producer.maintenance import Maintenance
-from producer.metrics import ProducerMetrics
-from producer.outbox import PublishedMarks
-from producer.publisher import Publisher
-from producer.recorder import Recorder
-from producer.schedule_desk import ScheduleDesk
-from producer.schedule_file import load_schedules_file
-from producer.schedule_store import ScheduleStore
-from producer.scheduler import Scheduler
-from producer.store import TaskStore
-from producer.submission import Submitter
-from producer.waiters import FinishedNotices, Waiters
-from producer.watch import SystemWatch
-from producer.worker_registry import WorkerRegistry
-from producer.worker_store import WorkerStore
-from shared.builtin_tasks import builtin_catalog
-from shared.catalog import Catalog
-from shared.connection import connect
-from shared.topology import Topology, declare_topology
+from conveyor.config import ProducerSettings, redact_text, redact_url
+from conveyor.producer.cancellation import Canceller
+from conveyor.producer.checks import RunChecks
+from conveyor.producer.dead_letter_store import DeadLetterStore
+from conveyor.producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
+from conveyor.producer.delays import DueTasks
+from conveyor.producer.leader import Leadership, new_replica_id
+from conveyor.producer.maintenance import Maintenance
+from conveyor.producer.metrics import ProducerMetrics
+from conveyor.producer.outbox import PublishedMarks
+from conveyor.producer.publisher import Publisher
+from conveyor.producer.recorder import Recorder
+from conveyor.producer.schedule_desk import ScheduleDesk
+from conveyor.producer.schedule_file import load_schedules_file
+from conveyor.producer.schedule_store import ScheduleStore
+from conveyor.producer.scheduler import Scheduler
+from conveyor.producer.store import TaskStore
+from conveyor.producer.submission import Submitter
+from conveyor.producer.waiters import FinishedNotices, Waiters
+from conveyor.producer.watch import SystemWatch
+from conveyor.producer.worker_registry import WorkerRegistry
+from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.catalog import Catalog
+from conveyor.shared.connection import connect
+from conveyor.shared.topology import Topology, declare_topology
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,15 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from producer.metrics import ProducerMetrics
-from producer.outbox import PublishedMarks
-from producer.publisher import TaskPublisher
-from producer.records import TaskRecord
-from producer.store import NewTask, TaskStore
-from shared.catalog import Catalog
-from shared.envelope import TaskMessage
-from shared.errors import PublishUnconfirmed, SubmissionError
-from shared.ids import new_task_id
+from conveyor.producer.metrics import ProducerMetrics
+from conveyor.producer.outbox import PublishedMarks
+from conveyor.producer.publisher import TaskPublisher
+from conveyor.producer.records import TaskRecord
+from conveyor.producer.store import NewTask, TaskStore
+from conveyor.shared.catalog import Catalog
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.errors import PublishUnconfirmed, SubmissionError
+from conveyor.shared.ids import new_task_id
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from typing import Any, Self
 
 import httpx
 
-from config import ClientSettings
-from producer.client import ConveyorClient, RequeueOutcome
-from producer.dead_letter_store import DeadLetterPage
-from producer.records import TaskPage, TaskRecord, TaskStatus
-from producer.worker_store import WorkerView
-from shared.errors import ConveyorError
+from conveyor.config import ClientSettings
+from conveyor.producer.client import ConveyorClient, RequeueOutcome
+from conveyor.producer.dead_letter_store import DeadLetterPage
+from conveyor.producer.records import TaskPage, TaskRecord, TaskStatus
+from conveyor.producer.worker_store import WorkerView
+from conveyor.shared.errors import ConveyorError
 
 
 class SyncConveyorClient:

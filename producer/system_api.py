@@ -6,11 +6,11 @@ from typing import Protocol
 
 from fastapi import APIRouter, Response
 
-from producer.metrics import ProducerMetrics
-from producer.watch import QueuePage, SystemWatch
-from producer.worker_store import WorkerPage, WorkerStore
-from shared.errors import BrokerUnavailable, StoreUnavailable
-from shared.metrics import CONTENT_TYPE, exposition
+from conveyor.producer.metrics import ProducerMetrics
+from conveyor.producer.watch import QueuePage, SystemWatch
+from conveyor.producer.worker_store import WorkerPage, WorkerStore
+from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable
+from conveyor.shared.metrics import CONTENT_TYPE, exposition
 
 
 class SystemParts(Protocol):

@@ -22,8 +22,8 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from producer.store import TaskStore
-from shared.topology import Topology
+from conveyor.producer.store import TaskStore
+from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
-from producer.metrics import ProducerMetrics
-from producer.records import TaskStatus
-from producer.schema import dead_letters, tasks
-from producer.store import TaskStore
-from producer.worker_store import WorkerStore
-from shared.topology import Topology
-from shared.workers import WorkerState
+from conveyor.producer.metrics import ProducerMetrics
+from conveyor.producer.records import TaskStatus
+from conveyor.producer.schema import dead_letters, tasks
+from conveyor.producer.store import TaskStore
+from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.topology import Topology
+from conveyor.shared.workers import WorkerState
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import logging
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import ValidationError
 
-from producer.worker_store import WorkerStore
-from shared.topology import Topology
-from shared.workers import Heartbeat
+from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.topology import Topology
+from conveyor.shared.workers import Heartbeat
 
 log = logging.getLogger(__name__)
 

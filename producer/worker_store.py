@@ -14,8 +14,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from producer.schema import workers
-from shared.workers import MISSED_HEARTBEATS_LOST, Heartbeat, WorkerIdentity, WorkerState
+from conveyor.producer.schema import workers
+from conveyor.shared.workers import MISSED_HEARTBEATS_LOST, Heartbeat, WorkerIdentity, WorkerState
 
 
 class WorkerView(WorkerIdentity):

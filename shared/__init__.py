@@ -1,10 +1,10 @@
 """What the producer and the consumer share: catalog, envelope, topology, events, errors."""
 
-from shared.builtin_tasks import builtin_catalog
-from shared.catalog import DEFAULT_QUEUE, Catalog, TaskSpec
-from shared.connection import connect
-from shared.envelope import TaskMessage, decode, encode
-from shared.errors import (
+from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.catalog import DEFAULT_QUEUE, Catalog, TaskSpec
+from conveyor.shared.connection import connect
+from conveyor.shared.envelope import TaskMessage, decode, encode
+from conveyor.shared.errors import (
     BrokerUnavailable,
     ConveyorError,
     InvalidPayload,
@@ -15,7 +15,7 @@ from shared.errors import (
     UndecodableMessage,
     UnknownTask,
 )
-from shared.events import (
+from conveyor.shared.events import (
     EVENTS_ROUTING_KEY,
     TaskEvent,
     TaskState,
@@ -23,9 +23,9 @@ from shared.events import (
     encode_events,
     make_event,
 )
-from shared.ids import new_task_id
-from shared.logs import configure_logging, log_context
-from shared.topology import Topology, declare_topology, declare_work_queue
+from conveyor.shared.ids import new_task_id
+from conveyor.shared.logs import configure_logging, log_context
+from conveyor.shared.topology import Topology, declare_topology, declare_work_queue
 
 __all__ = [
     "DEFAULT_QUEUE",

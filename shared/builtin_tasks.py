@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.catalog import Catalog, TaskSpec
+from conveyor.shared.catalog import Catalog, TaskSpec
 
 
 class StrictPayload(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from shared.errors import InvalidPayload, UnknownTask
+from conveyor.shared.errors import InvalidPayload, UnknownTask
 
 DEFAULT_QUEUE = "default"
 

@@ -7,7 +7,7 @@ import logging
 import aio_pika
 from aio_pika.abc import AbstractRobustConnection
 
-from config import BrokerSettings, redact_url
+from conveyor.config import BrokerSettings, redact_url
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import orjson
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractMessage
 
-from shared.errors import UndecodableMessage
+from conveyor.shared.errors import UndecodableMessage
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"

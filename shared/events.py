@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from shared.errors import UndecodableMessage
+from conveyor.shared.errors import UndecodableMessage
 
 
 class TaskState(StrEnum):

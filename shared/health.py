@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from config import RuntimeSettings, load_settings
+from conveyor.config import RuntimeSettings, load_settings
 
 TOUCH_EVERY_S = 5.0
 STALE_AFTER_S = 30.0

@@ -24,8 +24,8 @@ from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from pamqp.common import FieldTable
 
-from config.broker import RESERVED_QUEUE_NAMES, BrokerSettings
-from shared.events import EVENTS_ROUTING_KEY
+from conveyor.config.broker import RESERVED_QUEUE_NAMES, BrokerSettings
+from conveyor.shared.events import EVENTS_ROUTING_KEY
 
 QueueType = Literal["quorum", "classic"]
 CHECK_TTL_MS = 10_000

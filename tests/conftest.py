@@ -13,11 +13,11 @@ import asyncpg
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from config import ProducerSettings
-from producer.service import open_submitter
-from producer.submission import Submitter
-from shared.catalog import DEFAULT_QUEUE
-from shared.topology import Topology, declare_topology
+from conveyor.config import ProducerSettings
+from conveyor.producer.service import open_submitter
+from conveyor.producer.submission import Submitter
+from conveyor.shared.catalog import DEFAULT_QUEUE
+from conveyor.shared.topology import Topology, declare_topology
 from tests.support import (
     EventLog,
     ServiceProcess,

@@ -25,8 +25,8 @@ import aio_pika
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
-from shared.events import TaskEvent, TaskState, decode_events
-from shared.topology import Topology, all_retry_delays_ms
+from conveyor.shared.events import TaskEvent, TaskState, decode_events
+from conveyor.shared.topology import Topology, all_retry_delays_ms
 
 RUN_ID = secrets.token_hex(3)
 _counter = itertools.count(1)
@@ -75,14 +75,14 @@ async def wait_http(
 
 
 class ServiceProcess:
-    """`python -m producer|consumer` as a child process, its stderr kept in a file."""
+    """`python -m conveyor.producer|consumer` as a child process, its stderr kept in a file."""
 
     def __init__(self, module: str, env: dict[str, str], log_dir: Path) -> None:
         self.module = module
         self.log_path = log_dir / f"{module}-{next(_counter)}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", f"conveyor.{module}"],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from shared.topology import Topology
+from conveyor.shared.topology import Topology
 from tests.chaos.ledger import EventLedger
 from tests.chaos.producer_api import RunningProducer
 from tests.chaos.summary import ChaosSummary

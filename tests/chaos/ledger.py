@@ -17,8 +17,8 @@ from collections.abc import Iterable
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from shared.events import TaskEvent, TaskState, decode_events
-from shared.topology import Topology
+from conveyor.shared.events import TaskEvent, TaskState, decode_events
+from conveyor.shared.topology import Topology
 from tests.support import wait_until
 
 _EventKey = tuple[str, TaskState, int, str, float | None]

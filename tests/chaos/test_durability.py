@@ -14,11 +14,11 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractConnection
 
-from config import ProducerSettings
-from producer.service import open_submitter
-from producer.submission import TaskSubmission
-from shared.events import TaskState
-from shared.topology import Topology
+from conveyor.config import ProducerSettings
+from conveyor.producer.service import open_submitter
+from conveyor.producer.submission import TaskSubmission
+from conveyor.shared.events import TaskState
+from conveyor.shared.topology import Topology
 from tests.support import (
     EventLog,
     RabbitNode,

@@ -22,7 +22,7 @@ import aio_pika
 import httpx
 import pytest
 
-from shared.topology import Topology
+from conveyor.shared.topology import Topology
 from tests.chaos.conftest import OpenProducer
 from tests.chaos.crew import ConsumerCrew
 from tests.chaos.ledger import EventLedger

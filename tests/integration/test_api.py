@@ -16,8 +16,8 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from shared.events import TaskState
-from shared.topology import Topology
+from conveyor.shared.events import TaskState
+from conveyor.shared.topology import Topology
 from tests.support import (
     EventLog,
     ServiceProcess,

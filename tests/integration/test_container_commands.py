@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from config import ConsumerSettings, ProducerSettings
+from conveyor.config import ConsumerSettings, ProducerSettings
 from tests.support import REPO, ServiceProcess, wait_until
 
 DOCKERFILE = (REPO / "Dockerfile").read_text()
@@ -22,7 +22,7 @@ SETTINGS = {f"CONVEYOR_{name.upper()}" for name in ConsumerSettings.model_fields
 
 def _health(env: dict[str, str]) -> int:
     return subprocess.run(
-        [sys.executable, "-m", "shared.health"], env=env, timeout=30, capture_output=True
+        [sys.executable, "-m", "conveyor.shared.health"], env=env, timeout=30, capture_output=True
     ).returncode
 
 
@@ -35,7 +35,7 @@ def test_container_commands_are_the_service_modules() -> None:
     commands = re.findall(r'command: \["python", "-m", "(\w+)"\]', COMPOSE)
     assert sorted(commands) == ["consumer", "producer"]
     assert 'CMD ["python", "-m", "producer"]' in DOCKERFILE
-    assert 'CMD ["python", "-m", "shared.health"]' in DOCKERFILE
+    assert 'CMD ["python", "-m", "conveyor.shared.health"]' in DOCKERFILE
     assert re.search(r"deploy:\s+replicas: 3", COMPOSE)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from shared.topology import Topology
+from conveyor.shared.topology import Topology
 from tests.integration.conftest import OpenApi, statuses_seen, wait_status
 from tests.integration.test_dead_letters import envelope_headers, inject
 from tests.support import ServiceProcess, wait_until

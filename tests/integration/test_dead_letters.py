@@ -14,9 +14,9 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared.envelope import HEADER_ATTEMPT, HEADER_MAX_RETRIES, HEADER_TASK, HEADER_VERSION
-from shared.events import TaskState
-from shared.topology import Topology
+from conveyor.shared.envelope import HEADER_ATTEMPT, HEADER_MAX_RETRIES, HEADER_TASK, HEADER_VERSION
+from conveyor.shared.events import TaskState
+from conveyor.shared.topology import Topology
 from tests.support import EventLog, ServiceProcess, queue_depth, wait_until
 
 REASON = "x-conveyor-reason"

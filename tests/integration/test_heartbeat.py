@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from producer.submission import Submitter, TaskSubmission
-from shared.events import TaskState
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.events import TaskState
 from tests.support import EventLog, ServiceProcess, wait_until
 
 CONNECTION_TROUBLE = re.compile(

@@ -12,12 +12,12 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from config import async_database_url
-from producer.store import NewTask, TaskStore
-from shared.envelope import TaskMessage, encode
-from shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
-from shared.ids import new_task_id
-from shared.topology import Topology
+from conveyor.config import async_database_url
+from conveyor.producer.store import NewTask, TaskStore
+from conveyor.shared.envelope import TaskMessage, encode
+from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
+from conveyor.shared.ids import new_task_id
+from conveyor.shared.topology import Topology
 from tests.integration.conftest import OpenApi, statuses_seen, wait_status
 from tests.support import EventLog, ServiceProcess, wait_until
 

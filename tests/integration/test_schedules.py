@@ -15,8 +15,8 @@ from typing import Any
 import aio_pika
 import httpx
 
-from shared.ids import tick_task_id
-from shared.topology import Topology
+from conveyor.shared.ids import tick_task_id
+from conveyor.shared.topology import Topology
 from tests.support import ServiceProcess, free_port, wait_http, wait_until
 
 Spawn = Callable[..., ServiceProcess]

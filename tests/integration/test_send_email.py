@@ -12,8 +12,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from producer.submission import Submitter, TaskSubmission
-from shared.events import TaskState
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.events import TaskState
 from tests.support import EventLog, ServiceProcess, free_port
 
 

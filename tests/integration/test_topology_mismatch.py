@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 from aio_pika.abc import AbstractRobustConnection
 
-from shared.topology import Topology
+from conveyor.shared.topology import Topology
 from tests.support import ServiceProcess, free_port, wait_http
 
 

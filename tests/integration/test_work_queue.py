@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import psutil
 
-from producer.submission import Submitter, TaskSubmission
-from shared.events import TaskState
+from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.events import TaskState
 from tests.support import EventLog, ServiceProcess, wait_until
 
 

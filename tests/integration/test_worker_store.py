@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from config import async_database_url
-from producer.store import TaskStore
-from producer.worker_store import WorkerStore
-from shared.workers import Heartbeat
+from conveyor.config import async_database_url
+from conveyor.producer.store import TaskStore
+from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.workers import Heartbeat
 
 T0 = 1_800_000_000.0
 

@@ -19,8 +19,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.metrics import WorkerMetrics
-from producer.metrics import ProducerMetrics
+from conveyor.consumer.metrics import WorkerMetrics
+from conveyor.producer.metrics import ProducerMetrics
 from tests.support import REPO
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"

@@ -11,16 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from producer.api import create_app
-from producer.metrics import ProducerMetrics
-from producer.records import TaskStatus
-from producer.store import TaskStore
-from producer.submission import Submitter
-from producer.waiters import Waiters
-from shared.builtin_tasks import builtin_catalog
-from shared.envelope import TaskMessage
-from shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
-from shared.events import TaskState, make_event
+from conveyor.producer.api import create_app
+from conveyor.producer.metrics import ProducerMetrics
+from conveyor.producer.records import TaskStatus
+from conveyor.producer.store import TaskStore
+from conveyor.producer.submission import Submitter
+from conveyor.producer.waiters import Waiters
+from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
+from conveyor.shared.events import TaskState, make_event
 
 
 class FakePublisher:

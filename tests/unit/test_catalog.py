@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from shared.builtin_tasks import builtin_catalog
-from shared.catalog import Catalog, TaskSpec
-from shared.errors import InvalidPayload, UnknownTask
+from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.catalog import Catalog, TaskSpec
+from conveyor.shared.errors import InvalidPayload, UnknownTask
 
 
 def test_builtin_catalog_has_the_documented_tasks() -> None:

@@ -9,10 +9,10 @@ import httpx
 import orjson
 import pytest
 
-from producer import cli, cli_render
-from producer import client as client_module
-from producer.dead_letter_store import DeadLetterPage
-from producer.records import TaskPage, TaskRecord, TaskStatus
+from conveyor.producer import cli, cli_render
+from conveyor.producer import client as client_module
+from conveyor.producer.dead_letter_store import DeadLetterPage
+from conveyor.producer.records import TaskPage, TaskRecord, TaskStatus
 from tests.unit.test_client import API_URL, TOKEN, FakeApi
 
 Run = tuple[int, str, str]

@@ -13,9 +13,9 @@ import orjson
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from config import ClientSettings
-from producer import client as client_module
-from producer.client import (
+from conveyor.config import ClientSettings
+from conveyor.producer import client as client_module
+from conveyor.producer.client import (
     ApiError,
     Conflict,
     ConveyorClient,
@@ -26,9 +26,9 @@ from producer.client import (
     TaskNotFound,
     Unauthorized,
 )
-from producer.records import TaskStatus
-from producer.sync_client import SyncConveyorClient
-from shared.errors import ConveyorError
+from conveyor.producer.records import TaskStatus
+from conveyor.producer.sync_client import SyncConveyorClient
+from conveyor.shared.errors import ConveyorError
 
 API_URL = "http://api.test"
 TOKEN = "s3cret-token"

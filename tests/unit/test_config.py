@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from config import ConsumerSettings, ProducerSettings, redact_url
+from conveyor.config import ConsumerSettings, ProducerSettings, redact_url
 
 SECRET_URL = "amqp://app:s3cr3t-pw@rabbit.example:5672/vhost"
 
@@ -79,7 +79,7 @@ def test_redact_url_hides_the_password_only() -> None:
 
 def _start(module: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", f"conveyor.{module}"],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,

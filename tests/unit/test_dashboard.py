@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from producer.api import create_app
-from producer.dashboard import ASSETS, read_asset
-from producer.records import TaskStatus
-from producer.store import NewTask, TaskStore
-from shared.envelope import TaskMessage
-from shared.events import TaskState, make_event
-from shared.ids import new_task_id
+from conveyor.producer.api import create_app
+from conveyor.producer.dashboard import ASSETS, read_asset
+from conveyor.producer.records import TaskStatus
+from conveyor.producer.store import NewTask, TaskStore
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.ids import new_task_id
 from tests.unit.test_api import Backend
 
 TOKEN = "s3cret-dash"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aio_pika import DeliveryMode, Message
 
-from shared.envelope import (
+from conveyor.shared.envelope import (
     HEADER_ATTEMPT,
     HEADER_QUEUED_AT,
     HEADER_TASK,
@@ -20,8 +20,8 @@ from shared.envelope import (
     decode,
     encode,
 )
-from shared.errors import UndecodableMessage
-from shared.ids import new_task_id
+from conveyor.shared.errors import UndecodableMessage
+from conveyor.shared.ids import new_task_id
 
 
 def _task(**overrides: Any) -> TaskMessage:

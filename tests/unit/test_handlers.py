@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.handlers import TaskContext, builtin_handlers, cpu, echo, fail
-from shared.builtin_tasks import CpuPayload, EchoPayload, FailPayload, SendEmailPayload
-from shared.errors import NotConfigured, TaskFailed
+from conveyor.consumer.handlers import TaskContext, builtin_handlers, cpu, echo, fail
+from conveyor.shared.builtin_tasks import CpuPayload, EchoPayload, FailPayload, SendEmailPayload
+from conveyor.shared.errors import NotConfigured, TaskFailed
 
 
 def _ctx(attempt: int = 1) -> TaskContext:

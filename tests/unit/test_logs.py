@@ -7,7 +7,7 @@ import logging
 import orjson
 import pytest
 
-from shared.logs import configure_logging, log_context
+from conveyor.shared.logs import configure_logging, log_context
 
 
 @pytest.fixture(autouse=True)

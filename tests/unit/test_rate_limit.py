@@ -10,11 +10,11 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producer.api import create_app
-from producer.http_guards import RateLimit
-from producer.store import TaskStore
-from producer.submission import Submitter
-from shared.builtin_tasks import builtin_catalog
+from conveyor.producer.api import create_app
+from conveyor.producer.http_guards import RateLimit
+from conveyor.producer.store import TaskStore
+from conveyor.producer.submission import Submitter
+from conveyor.shared.builtin_tasks import builtin_catalog
 from tests.unit.test_api import Backend, FakePublisher
 
 TOKEN_A = "token-a-s3cret"

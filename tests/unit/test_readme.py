@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from config import ClientSettings, ConsumerSettings, ProducerSettings
+from conveyor.config import ClientSettings, ConsumerSettings, ProducerSettings
 from tests.support import REPO
 
 ROW = re.compile(r"^\| `(CONVEYOR_[A-Z_]+)` \| [a-z]+ \| `?([^|`]*)`? \|", re.MULTILINE)

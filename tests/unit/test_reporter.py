@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from pamqp.commands import Basic
 
-from consumer.reporter import Reporter
-from shared.events import TaskEvent, TaskState, decode_events, make_event
-from shared.topology import Topology
+from conveyor.consumer.reporter import Reporter
+from conveyor.shared.events import TaskEvent, TaskState, decode_events, make_event
+from conveyor.shared.topology import Topology
 
 
 class FakeChannel:
@@ -86,7 +86,7 @@ def test_a_single_event_object_decodes_too() -> None:
 async def test_unconfirmed_events_are_sent_again_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("consumer.reporter.RETRY_DELAY_S", 0.01)
+    monkeypatch.setattr("conveyor.consumer.reporter.RETRY_DELAY_S", 0.01)
     channel = FakeChannel(refuse=3)
     reporter = _started(channel)
     for n in range(50):
@@ -99,7 +99,7 @@ async def test_unconfirmed_events_are_sent_again_in_order(
 async def test_wait_confirmed_returns_only_once_the_broker_took_the_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("consumer.reporter.RETRY_DELAY_S", 0.05)
+    monkeypatch.setattr("conveyor.consumer.reporter.RETRY_DELAY_S", 0.05)
     channel = FakeChannel(refuse=2)
     reporter = _started(channel)
     first, second = reporter.emit(_event(1)), reporter.emit(_event(2))

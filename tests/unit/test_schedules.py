@@ -15,12 +15,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from producer.api import create_app
-from producer.schedule_desk import ScheduleDesk
-from producer.schedule_file import load_schedules_file, read_schedules_file
-from producer.schedule_store import ScheduleStore
-from producer.scheduler import Scheduler
-from producer.schedules import (
+from conveyor.producer.api import create_app
+from conveyor.producer.schedule_desk import ScheduleDesk
+from conveyor.producer.schedule_file import load_schedules_file, read_schedules_file
+from conveyor.producer.schedule_store import ScheduleStore
+from conveyor.producer.scheduler import Scheduler
+from conveyor.producer.schedules import (
     ScheduleDefinition,
     check_cron,
     check_timezone,
@@ -29,13 +29,13 @@ from producer.schedules import (
     tick_key,
     ticks_to_fire,
 )
-from producer.store import TaskStore
-from producer.submission import Submitter
-from producer.waiters import Waiters
-from shared.builtin_tasks import builtin_catalog
-from shared.envelope import TaskMessage
-from shared.errors import Conflict, ScheduleFileError
-from shared.ids import tick_task_id
+from conveyor.producer.store import TaskStore
+from conveyor.producer.submission import Submitter
+from conveyor.producer.waiters import Waiters
+from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.errors import Conflict, ScheduleFileError
+from conveyor.shared.ids import tick_task_id
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from producer.records import TaskStatus
-from producer.schema import MIGRATIONS, latest_version, migrate, schema_version
-from producer.store import NewTask, TaskStore, progress_of
-from producer.worker_store import WorkerStore
-from shared.envelope import TaskMessage
-from shared.events import TaskState, make_event
-from shared.ids import new_task_id
+from conveyor.producer.records import TaskStatus
+from conveyor.producer.schema import MIGRATIONS, latest_version, migrate, schema_version
+from conveyor.producer.store import NewTask, TaskStore, progress_of
+from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.ids import new_task_id
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from consumer.handlers import JSONValue, TaskContext
-from consumer.sync_runner import SyncRunner
-from shared.errors import ChildDied, ChildMemoryExceeded, ChildTaskFailed, TaskTimedOut
+from conveyor.consumer.handlers import JSONValue, TaskContext
+from conveyor.consumer.sync_runner import SyncRunner
+from conveyor.shared.errors import ChildDied, ChildMemoryExceeded, ChildTaskFailed, TaskTimedOut
 from tests.support import wait_until
 
 CTX = TaskContext("t-1", "test", 1, "w-1")

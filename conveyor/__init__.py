@@ -1,0 +1,1 @@
+"""Conveyor: a RabbitMQ work queue with task records, schedules and a dashboard."""

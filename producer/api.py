@@ -19,7 +19,6 @@ from conveyor.producer.dead_letter_api import dead_letter_routes
 from conveyor.producer.dead_letters import DeadLetterDesk
 from conveyor.producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
 from conveyor.producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
-from conveyor.producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
 from conveyor.producer.schedule_api import schedule_routes
 from conveyor.producer.schedule_desk import ScheduleDesk
 from conveyor.producer.stats import stats_routes
@@ -28,6 +27,7 @@ from conveyor.producer.submission import Submitter, TaskSubmission
 from conveyor.producer.system_api import SystemParts, system_routes
 from conveyor.producer.waiters import Waiters
 from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
+from conveyor.shared.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
 
 MAX_LIST_LIMIT = 500
 MAX_WAIT_S = 60.0

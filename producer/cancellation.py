@@ -16,9 +16,9 @@ from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from prometheus_client import Counter
 
-from conveyor.producer.records import TaskRecord, TaskStatus
 from conveyor.producer.store import TaskStore
 from conveyor.shared.errors import Conflict, TaskNotFound
+from conveyor.shared.records import TaskRecord, TaskStatus
 from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from conveyor.producer.dead_letter_store import DeadLetterPage
 from conveyor.producer.dead_letters import DeadLetterDesk
-from conveyor.producer.records import TaskRecord
 from conveyor.producer.store import TaskStore
 from conveyor.shared.errors import TaskNotFound
+from conveyor.shared.records import DeadLetterPage, TaskRecord
 
 MAX_LIST_LIMIT = 500
 

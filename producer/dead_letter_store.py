@@ -11,34 +11,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from conveyor.producer.records import TERMINAL_VALUES, TaskStatus
 from conveyor.producer.schema import dead_letters, tasks
 from conveyor.shared.errors import SubmissionError
+from conveyor.shared.records import TERMINAL_VALUES, DeadLetterPage, DeadLetterView, TaskStatus
 
 HANDLER_FAILED = "failed"  # the dead-letter reason of a task whose handler raised
-
-
-class DeadLetterView(BaseModel):
-    """A dead letter as the API lists it."""
-
-    task_id: str
-    task: str | None
-    queue: str | None
-    reason: str
-    error: str | None
-    attempts: int
-    dead_lettered_at: datetime
-
-
-class DeadLetterPage(BaseModel):
-    items: list[DeadLetterView]
-    next_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

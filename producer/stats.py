@@ -15,9 +15,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from conveyor.producer.records import TaskStatus
 from conveyor.producer.schema import tasks
 from conveyor.producer.store import TaskStore
+from conveyor.shared.records import TaskStatus
 
 BUCKET_S = 10
 WINDOW_S = 600

@@ -23,10 +23,10 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from conveyor.producer.records import TERMINAL_VALUES, TaskError, TaskPage, TaskRecord, TaskStatus
 from conveyor.producer.schema import json_dumps, migrate, tasks
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import TaskEvent, TaskState
+from conveyor.shared.records import TERMINAL_VALUES, TaskError, TaskPage, TaskRecord, TaskStatus
 
 log = logging.getLogger(__name__)
 

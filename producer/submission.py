@@ -20,12 +20,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from conveyor.producer.metrics import ProducerMetrics
 from conveyor.producer.outbox import PublishedMarks
 from conveyor.producer.publisher import TaskPublisher
-from conveyor.producer.records import TaskRecord
 from conveyor.producer.store import NewTask, TaskStore
 from conveyor.shared.catalog import Catalog
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import PublishUnconfirmed, SubmissionError
 from conveyor.shared.ids import new_task_id
+from conveyor.shared.records import TaskRecord
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Response
 
 from conveyor.producer.metrics import ProducerMetrics
 from conveyor.producer.watch import QueuePage, SystemWatch
-from conveyor.producer.worker_store import WorkerPage, WorkerStore
+from conveyor.producer.worker_store import WorkerStore
 from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable
 from conveyor.shared.metrics import CONTENT_TYPE, exposition
+from conveyor.shared.records import WorkerPage
 
 
 class SystemParts(Protocol):

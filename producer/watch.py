@@ -18,10 +18,10 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from conveyor.producer.metrics import ProducerMetrics
-from conveyor.producer.records import TaskStatus
 from conveyor.producer.schema import dead_letters, tasks
 from conveyor.producer.store import TaskStore
 from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from conveyor.shared.workers import WorkerState
 

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -15,26 +14,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from conveyor.producer.schema import workers
-from conveyor.shared.workers import MISSED_HEARTBEATS_LOST, Heartbeat, WorkerIdentity, WorkerState
-
-
-class WorkerView(WorkerIdentity):
-    """A worker as `GET /workers` shows it."""
-
-    state: WorkerState
-    started_at: datetime
-    last_heartbeat_at: datetime
-    heartbeat_age_s: float
-    running: list[str]
-    # A lost worker's running tasks: the broker redelivers them once it closes its
-    # connection (a dead TCP peer takes up to two AMQP heartbeats to notice).
-    at_risk: list[str]
-    processed: int
-    failed: int
-
-
-class WorkerPage(BaseModel):
-    items: list[WorkerView]
+from conveyor.shared.records import WorkerView
+from conveyor.shared.workers import MISSED_HEARTBEATS_LOST, Heartbeat, WorkerState
 
 
 class WorkerStore:

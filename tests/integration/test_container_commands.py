@@ -32,9 +32,9 @@ def test_every_conveyor_variable_in_dockerfile_and_compose_is_a_real_setting() -
 
 
 def test_container_commands_are_the_service_modules() -> None:
-    commands = re.findall(r'command: \["python", "-m", "(\w+)"\]', COMPOSE)
+    commands = re.findall(r'command: \["python", "-m", "conveyor\.(\w+)"\]', COMPOSE)
     assert sorted(commands) == ["consumer", "producer"]
-    assert 'CMD ["python", "-m", "producer"]' in DOCKERFILE
+    assert 'CMD ["python", "-m", "conveyor.producer"]' in DOCKERFILE
     assert 'CMD ["python", "-m", "conveyor.shared.health"]' in DOCKERFILE
     assert re.search(r"deploy:\s+replicas: 3", COMPOSE)
 
@@ -48,14 +48,22 @@ def test_wheel_the_image_installs_holds_all_packages_and_the_cli(tmp_path: Path)
     )
     (wheel,) = tmp_path.glob("conveyor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
+    # One import name: nothing but conveyor/ and its dist-info at the top of the wheel.
+    assert {name.split("/")[0] for name in names} == {
+        "conveyor",
+        f"{wheel.name.split('-py')[0]}.dist-info",
+    }
     for module in ("producer/__main__.py", "consumer/__main__.py", "shared/health.py"):
-        assert module in names
-    assert "config/__init__.py" in names and "shared/py.typed" in names
+        assert f"conveyor/{module}" in names
+    assert "conveyor/config/__init__.py" in names and "conveyor/shared/py.typed" in names
     for asset in ("index.html", "dashboard.js", "dashboard.css"):  # the dashboard
-        assert f"producer/static/{asset}" in names
+        assert f"conveyor/producer/static/{asset}" in names
+    # Every module of the source folders is in the wheel (a subpackage cannot be forgotten).
+    for folder in ("producer", "consumer", "shared", "config"):
+        for path in (REPO / folder).rglob("*.py"):
+            assert f"conveyor/{path.relative_to(REPO).as_posix()}" in names, path
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "conveyor = producer.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert not any(name.startswith(("tests/", "bench/")) for name in names)
+    assert "conveyor = conveyor.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 async def test_healthcheck_passes_while_the_consumer_runs_and_fails_after(

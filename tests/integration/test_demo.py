@@ -12,7 +12,7 @@ from tests.support import free_port
 
 def _demo(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "conveyor.producer.cli", "demo", *args],
+        [sys.executable, "-m", "conveyor.cli", "demo", *args],
         env={**os.environ, "CONVEYOR_AMQP_URL": amqp_url, "COLUMNS": "120"},
         capture_output=True,
         text=True,

@@ -13,7 +13,6 @@ import pytest
 
 from conveyor.producer.api import create_app
 from conveyor.producer.metrics import ProducerMetrics
-from conveyor.producer.records import TaskStatus
 from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter
 from conveyor.producer.waiters import Waiters
@@ -21,6 +20,7 @@ from conveyor.shared.builtin_tasks import builtin_catalog
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.records import TaskStatus
 
 
 class FakePublisher:

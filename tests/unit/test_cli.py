@@ -9,10 +9,9 @@ import httpx
 import orjson
 import pytest
 
-from conveyor.producer import cli, cli_render
-from conveyor.producer import client as client_module
-from conveyor.producer.dead_letter_store import DeadLetterPage
-from conveyor.producer.records import TaskPage, TaskRecord, TaskStatus
+from conveyor import cli, cli_render
+from conveyor import client as client_module
+from conveyor.shared.records import DeadLetterPage, TaskPage, TaskRecord, TaskStatus
 from tests.unit.test_client import API_URL, TOKEN, FakeApi
 
 Run = tuple[int, str, str]

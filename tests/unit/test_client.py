@@ -13,9 +13,8 @@ import orjson
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from conveyor.config import ClientSettings
-from conveyor.producer import client as client_module
-from conveyor.producer.client import (
+from conveyor import client as client_module
+from conveyor.client import (
     ApiError,
     Conflict,
     ConveyorClient,
@@ -26,9 +25,10 @@ from conveyor.producer.client import (
     TaskNotFound,
     Unauthorized,
 )
-from conveyor.producer.records import TaskStatus
-from conveyor.producer.sync_client import SyncConveyorClient
+from conveyor.config import ClientSettings
 from conveyor.shared.errors import ConveyorError
+from conveyor.shared.records import TaskStatus
+from conveyor.sync_client import SyncConveyorClient
 
 API_URL = "http://api.test"
 TOKEN = "s3cret-token"

@@ -10,11 +10,11 @@ import pytest
 
 from conveyor.producer.api import create_app
 from conveyor.producer.dashboard import ASSETS, read_asset
-from conveyor.producer.records import TaskStatus
 from conveyor.producer.store import NewTask, TaskStore
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import TaskState, make_event
 from conveyor.shared.ids import new_task_id
+from conveyor.shared.records import TaskStatus
 from tests.unit.test_api import Backend
 
 TOKEN = "s3cret-dash"

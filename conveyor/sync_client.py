@@ -11,12 +11,10 @@ from typing import Any, Self
 
 import httpx
 
+from conveyor.client import ConveyorClient, RequeueOutcome
 from conveyor.config import ClientSettings
-from conveyor.producer.client import ConveyorClient, RequeueOutcome
-from conveyor.producer.dead_letter_store import DeadLetterPage
-from conveyor.producer.records import TaskPage, TaskRecord, TaskStatus
-from conveyor.producer.worker_store import WorkerView
 from conveyor.shared.errors import ConveyorError
+from conveyor.shared.records import DeadLetterPage, TaskPage, TaskRecord, TaskStatus, WorkerView
 
 
 class SyncConveyorClient:

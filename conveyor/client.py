@@ -24,8 +24,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from conveyor.config import ClientSettings, redact_url
-from conveyor.producer.client_errors import (
+from conveyor.client_errors import (
     ApiError,
     Conflict,
     ErrorDetail,
@@ -36,9 +35,16 @@ from conveyor.producer.client_errors import (
     Unauthorized,
     error_from,
 )
-from conveyor.producer.dead_letter_store import DeadLetterPage
-from conveyor.producer.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
-from conveyor.producer.worker_store import WorkerPage, WorkerView
+from conveyor.config import ClientSettings, redact_url
+from conveyor.shared.records import (
+    DeadLetterPage,
+    RecordBatch,
+    TaskPage,
+    TaskRecord,
+    TaskStatus,
+    WorkerPage,
+    WorkerView,
+)
 
 __all__ = [
     "ApiError",

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import httpx
 import orjson
 
+from conveyor import cli_render as render
+from conveyor.client import Conflict, ConveyorClient, InvalidRequest, TaskNotFound
 from conveyor.config import ClientSettings, load_settings
-from conveyor.producer import cli_render as render
-from conveyor.producer.client import Conflict, ConveyorClient, InvalidRequest, TaskNotFound
-from conveyor.producer.records import TaskRecord, TaskStatus
 from conveyor.shared.errors import ConveyorError
+from conveyor.shared.records import TaskRecord, TaskStatus
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -356,7 +356,7 @@ def main(
     elif args.command in API_COMMANDS:
         raise SystemExit(_run_api_command(args, transport))
     elif args.command == "demo":
-        from conveyor.producer.demo import run_demo
+        from conveyor.demo import run_demo
 
         raise SystemExit(run_demo(args.tasks, args.consumers))
 

@@ -18,9 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.producer.dead_letter_store import DeadLetterView
-from conveyor.producer.records import TaskRecord, TaskStatus
-from conveyor.producer.worker_store import WorkerView
+from conveyor.shared.records import DeadLetterView, TaskRecord, TaskStatus, WorkerView
 
 STATUS_STYLES = {
     TaskStatus.QUEUED: "cyan",

@@ -1,4 +1,5 @@
-"""Task records as the HTTP API shows them: the public contract of the API, client and CLI."""
+"""Records as the HTTP API shows them (tasks, dead letters, workers): the public contract of
+the API, the client and the CLI, so it lives where the client can import it without the service."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from conveyor.shared.workers import WorkerIdentity, WorkerState
 
 
 class TaskStatus(StrEnum):
@@ -77,3 +80,39 @@ class RecordBatch(BaseModel):
     """The records of a batch submission, in the order submitted."""
 
     items: list[TaskRecord]
+
+
+class DeadLetterView(BaseModel):
+    """A dead letter as the API lists it."""
+
+    task_id: str
+    task: str | None
+    queue: str | None
+    reason: str
+    error: str | None
+    attempts: int
+    dead_lettered_at: datetime
+
+
+class DeadLetterPage(BaseModel):
+    items: list[DeadLetterView]
+    next_cursor: str | None = None
+
+
+class WorkerView(WorkerIdentity):
+    """A worker as `GET /workers` shows it."""
+
+    state: WorkerState
+    started_at: datetime
+    last_heartbeat_at: datetime
+    heartbeat_age_s: float
+    running: list[str]
+    # A lost worker's running tasks: the broker redelivers them once it closes its
+    # connection (a dead TCP peer takes up to two AMQP heartbeats to notice).
+    at_risk: list[str]
+    processed: int
+    failed: int
+
+
+class WorkerPage(BaseModel):
+    items: list[WorkerView]

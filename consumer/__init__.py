@@ -1,7 +1,6 @@
-"""The consumer service: takes tasks from RabbitMQ, runs their handlers, acks when done."""
+"""The consumer service: takes tasks from RabbitMQ, runs them, acks when done."""
 
-from conveyor.consumer.handlers import Handler, TaskContext, builtin_handlers
 from conveyor.consumer.main import serve
 from conveyor.consumer.worker import Worker
 
-__all__ = ["Handler", "TaskContext", "Worker", "builtin_handlers", "serve"]
+__all__ = ["Worker", "serve"]

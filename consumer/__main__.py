@@ -1,4 +1,4 @@
-"""`python -m consumer`: run a consumer process."""
+"""`python -m conveyor.consumer`: run a consumer process."""
 
 from conveyor.consumer.main import main
 

@@ -3,7 +3,9 @@
 The parent talks to it over a pipe and waits for it with `loop.add_reader` on the pipe and on
 the process sentinel, so the event loop (and the AMQP heartbeats it answers) never blocks on a
 child. Children start with `spawn`: forking a process that runs an event loop and sockets is
-unsafe.
+unsafe. A child gets each task by reference (module and name: see `Task.__reduce__`), so it
+imports the user's task module itself; the parent's `__main__` is hidden from it, so nothing
+of the script that started the consumer runs again in a child.
 """
 
 from __future__ import annotations
@@ -16,13 +18,21 @@ import signal
 import sys
 import time
 import traceback
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from multiprocessing.context import SpawnContext
 from typing import Any
 
-from conveyor.consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
 from conveyor.shared.errors import ChildDied, ChildMemoryExceeded, ChildTaskFailed, TaskTimedOut
+from conveyor.shared.logs import configure_logging, log_context
+from conveyor.shared.tasks import TaskContext
+
+JSONValue = Any  # whatever orjson can serialize
+SyncHandlerFn = Callable[[Any, TaskContext], JSONValue]
+LogSetup = tuple[str, str]  # (CONVEYOR_LOG_LEVEL, CONVEYOR_LOG_FORMAT)
 
 _STOP = b"stop"  # parent -> child: exit cleanly (pickles never equal these two)
 _STARTED = b"started"  # child -> parent: the request is unpickled, the handler starts now
@@ -59,15 +69,20 @@ class ChildProcess:
     """A spawned child that runs `fn(payload, ctx)` requests; killed past its task's limits."""
 
     def __init__(
-        self, mp: SpawnContext, max_rss_mb: float | None, rss_check_interval_s: float
+        self,
+        mp: SpawnContext,
+        max_rss_mb: float | None,
+        rss_check_interval_s: float,
+        log_setup: LogSetup | None = None,
     ) -> None:
         self._max_rss_mb = max_rss_mb
         self._rss_check_interval_s = rss_check_interval_s
         self._conn, child_end = mp.Pipe()
         # daemon: multiprocessing kills it if the consumer exits without close() (so a
         # handler cannot start processes of its own with multiprocessing).
-        self._process = mp.Process(target=_serve, args=(child_end,), daemon=True)
-        self._process.start()
+        self._process = mp.Process(target=_serve, args=(child_end, log_setup), daemon=True)
+        with _main_hidden():
+            self._process.start()
         child_end.close()
         assert self._process.pid is not None
         self.pid: int = self._process.pid
@@ -229,9 +244,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _serve(conn: Connection) -> None:
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """multiprocessing's spawn re-imports the parent's `__main__` in the child (a user's
+    script, say) unless it cannot tell what it is: show it a blank one while starting."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
+
+
+def _serve(conn: Connection, log_setup: LogSetup | None) -> None:
     """A child's life: run requests one at a time until told to stop or the parent is gone."""
     _die_with_parent()
+    if log_setup is not None:
+        configure_logging(*log_setup)
     # Ctrl-C reaches the whole process group; the consumer decides when its children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
@@ -249,7 +278,14 @@ def _run(conn: Connection, request: bytes) -> bytes:
     try:
         fn, payload, ctx = pickle.loads(request)
         conn.send_bytes(_STARTED)
-        return pickle.dumps(_Returned(fn(payload, ctx)))
+        with log_context(
+            task_id=ctx.task_id,
+            task=ctx.task,
+            attempt=ctx.attempt,
+            worker=ctx.worker,
+            request_id=ctx.request_id,
+        ):
+            return pickle.dumps(_Returned(fn(payload, ctx)))
     except Exception as error:
         return pickle.dumps(_raised(error))
 

@@ -9,6 +9,8 @@ import os
 import secrets
 import signal
 import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aio_pika.abc import AbstractRobustConnection
@@ -18,22 +20,23 @@ from aiormq.exceptions import ChannelAccessRefused, ChannelPreconditionFailed
 from conveyor.config import ConsumerSettings, load_settings, redact_text
 from conveyor.consumer.cancellations import Cancellations
 from conveyor.consumer.checks import RunCheck
-from conveyor.consumer.handlers import builtin_handlers
 from conveyor.consumer.heartbeat import HeartbeatSender
 from conveyor.consumer.metrics import WorkerMetrics
 from conveyor.consumer.reporter import Reporter
 from conveyor.consumer.retries import Retrier
 from conveyor.consumer.sync_runner import SyncRunner
 from conveyor.consumer.worker import Worker
-from conveyor.shared.builtin_tasks import builtin_catalog
+from conveyor.shared.catalog import Catalog
 from conveyor.shared.connection import connect
 from conveyor.shared.health import keep_alive
 from conveyor.shared.logs import configure_logging
 from conveyor.shared.metrics import serve_metrics
 from conveyor.shared.runtime import run as run_on_loop
+from conveyor.shared.task_loader import load_catalog, load_catalog_or_exit
+from conveyor.shared.tasks import Task
 from conveyor.shared.topology import Topology, declare_topology
 
-log = logging.getLogger("consumer")
+log = logging.getLogger("conveyor.consumer")
 
 
 def new_worker_id() -> str:
@@ -48,12 +51,13 @@ MAX_SET_UP_DELAY_S = 30.0
 
 
 async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker | None:
-    """Consume until `stop` is set, then shut down gracefully; returns the finished worker
-    (None if `stop` came before the worker could start).
+    """Serve the tasks of CONVEYOR_TASKS until `stop` is set, then shut down gracefully;
+    returns the finished worker (None if `stop` came before the worker could start).
 
     A broker that drops us in the middle of the set-up (it restarts, a connection is
     force-closed) is waited for: the set-up starts over on fresh connections.
     """
+    tasks, catalog = load_catalog(settings)  # main() checked it loads
     worker_id = new_worker_id()
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:
@@ -62,7 +66,9 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker | Non
     while not stop.is_set():
         connections: list[AbstractRobustConnection] = []
         try:
-            worker, heartbeat = await _start_worker(settings, worker_id, metrics, connections)
+            worker, heartbeat = await _start_worker(
+                settings, Served(tasks, catalog), worker_id, metrics, connections
+            )
         except REFUSED_SET_UP:
             await _close(connections)
             raise
@@ -88,8 +94,17 @@ async def serve(settings: ConsumerSettings, stop: asyncio.Event) -> Worker | Non
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Served:
+    """The tasks this consumer serves and their catalog (options resolved)."""
+
+    tasks: Mapping[str, Task]
+    catalog: Catalog
+
+
 async def _start_worker(
     settings: ConsumerSettings,
+    served: Served,
     worker_id: str,
     metrics: WorkerMetrics,
     connections: list[AbstractRobustConnection],
@@ -116,8 +131,8 @@ async def _start_worker(
         worker_id=worker_id,
         connection=consuming,
         reporter=reporter,
-        catalog=builtin_catalog(settings.test_tasks),
-        handlers=builtin_handlers(settings.smtp_url),
+        catalog=served.catalog,
+        tasks=served.tasks,
         topology=topology,
         queues=settings.queues,
         concurrency=settings.concurrency,
@@ -126,6 +141,7 @@ async def _start_worker(
             settings.concurrency * len(settings.queues),
             max_rss_mb=settings.max_child_rss_mb,
             max_tasks_per_child=settings.max_tasks_per_child,
+            log_setup=(settings.log_level, settings.log_format),
         ),
         run_check=run_check,
         retrier=retrier,
@@ -141,6 +157,7 @@ async def _start_worker(
         worker_id=worker_id,
         concurrency=settings.concurrency,
         queues=settings.queues,
+        tasks=sorted(served.tasks),
         interval_s=settings.worker_heartbeat_s,
         status=worker.status,
         broker_host=urlsplit(settings.amqp_url.get_secret_value()).hostname or "localhost",
@@ -183,9 +200,10 @@ async def _main(settings: ConsumerSettings) -> None:
 
 
 def main() -> None:
-    """Entry point of `python -m consumer` and `conveyor consumer`."""
+    """Entry point of `python -m conveyor.consumer` and `conveyor consumer`."""
     settings = load_settings(ConsumerSettings)
     configure_logging(settings.log_level, settings.log_format)
+    load_catalog_or_exit(settings)  # a bad task module stops us here, before any connection
     try:
         run_on_loop(_main(settings), settings.event_loop)
     except AMQPError as error:

@@ -13,8 +13,8 @@ import asyncio
 import multiprocessing
 from typing import Any
 
-from conveyor.consumer.child_process import ChildProcess
-from conveyor.consumer.handlers import JSONValue, SyncHandlerFn, TaskContext
+from conveyor.consumer.child_process import ChildProcess, JSONValue, LogSetup, SyncHandlerFn
+from conveyor.shared.tasks import TaskContext
 
 
 class SyncRunner:
@@ -26,6 +26,7 @@ class SyncRunner:
         max_tasks_per_child: retire a child after this many tasks
             (CONVEYOR_MAX_TASKS_PER_CHILD); None: children live until killed.
         rss_check_interval_s: how often a running child's memory is sampled.
+        log_setup: (level, format) of the children's logging, like the consumer's own.
     """
 
     def __init__(
@@ -35,12 +36,14 @@ class SyncRunner:
         max_rss_mb: float | None = None,
         max_tasks_per_child: int | None = None,
         rss_check_interval_s: float = 0.5,
+        log_setup: LogSetup | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a SyncRunner needs at least one child, not {size}")
         self._max_rss_mb = max_rss_mb
         self._max_tasks_per_child = max_tasks_per_child
         self._rss_check_interval_s = rss_check_interval_s
+        self._log_setup = log_setup
         self._mp = multiprocessing.get_context("spawn")
         self._free = asyncio.Semaphore(size)
         self._idle: list[ChildProcess] = []
@@ -80,7 +83,9 @@ class SyncRunner:
             if child.alive:
                 return child
             child.close()  # died while idle (e.g. the kernel's OOM killer)
-        child = ChildProcess(self._mp, self._max_rss_mb, self._rss_check_interval_s)
+        child = ChildProcess(
+            self._mp, self._max_rss_mb, self._rss_check_interval_s, self._log_setup
+        )
         self._children.add(child)
         return child
 

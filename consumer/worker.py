@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import orjson
 from aio_pika.abc import (
@@ -24,7 +25,6 @@ from aio_pika.abc import (
 
 from conveyor.consumer.checks import RunCheck
 from conveyor.consumer.deliveries import error_info, run_number_of, settle, why
-from conveyor.consumer.handlers import Handler, JSONValue, TaskContext
 from conveyor.consumer.metrics import RunMeter, WorkerMetrics
 from conveyor.consumer.reporter import Reporter
 from conveyor.consumer.retries import Retrier
@@ -43,9 +43,12 @@ from conveyor.shared.errors import (
 )
 from conveyor.shared.events import TaskState
 from conveyor.shared.logs import log_context
+from conveyor.shared.tasks import Task, TaskContext
 from conveyor.shared.topology import Topology, declare_work_queue
 
 log = logging.getLogger(__name__)
+
+JSONValue = Any  # whatever orjson can serialize
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -60,7 +63,7 @@ class _Slot:
 
 
 class Worker:
-    """Consumes `queues` with `concurrency` slots each and runs tasks through `handlers`."""
+    """Consumes `queues` with `concurrency` slots each and runs the `tasks` they carry."""
 
     def __init__(
         self,
@@ -69,7 +72,7 @@ class Worker:
         connection: AbstractRobustConnection,
         reporter: Reporter,
         catalog: Catalog,
-        handlers: dict[str, Handler],
+        tasks: Mapping[str, Task],
         topology: Topology,
         queues: list[str],
         concurrency: int,
@@ -89,7 +92,7 @@ class Worker:
         self._connection = connection
         self._reporter = reporter
         self._catalog = catalog
-        self._handlers = handlers
+        self._tasks = tasks
         self._topology = topology
         self._queues = queues
         self._concurrency = concurrency
@@ -207,10 +210,10 @@ class Worker:
                 return
             await self._run(message, queue, task, handler, payload)
 
-    def _lookup(self, name: str) -> Handler:
+    def _lookup(self, name: str) -> Task:
         self._catalog.spec(name)  # raises UnknownTask for names outside the catalog
         try:
-            return self._handlers[name]
+            return self._tasks[name]
         except KeyError:
             raise UnknownTask(f"no handler for task {name!r} in this consumer", "task") from None
 
@@ -219,10 +222,10 @@ class Worker:
         message: AbstractIncomingMessage,
         queue: str,
         task: TaskMessage,
-        handler: Handler,
+        handler: Task,
         payload: object,
     ) -> None:
-        ctx = TaskContext(task.id, task.task, task.attempt, self.worker_id)
+        ctx = TaskContext(task.id, task.task, task.attempt, self.worker_id, task.request_id)
         redelivered = bool(message.redelivered)
         if (redelivered or task.resent) and not await self._may_run(message, queue, task):
             return
@@ -233,7 +236,7 @@ class Worker:
         self._current[task.id] = current
         meter = RunMeter(self.metrics, task, first_delivery=not redelivered)
         try:
-            result = self._checked(await self._call(handler, payload, ctx, self._limit_of(task)))
+            result = self._checked(await self._call(handler, payload, task, ctx))
         except asyncio.CancelledError:
             meter.end("cancelled")
             self._runs.end_run(run, None)
@@ -311,6 +314,8 @@ class Worker:
     def _retries_left(self, task: TaskMessage, error: Exception) -> bool:
         if self._retrier is None or isinstance(error, PermanentFailure):
             return False
+        # The producer resolved it and the message carries it; only a message published by
+        # other code may lack it: then this consumer's catalog answers.
         spec = self._catalog.get(task.task)
         max_retries = (
             task.max_retries
@@ -362,22 +367,26 @@ class Worker:
         return result
 
     def _limit_of(self, task: TaskMessage) -> float:
+        """The time limit the message carries (as with max_retries, the catalog's only for a
+        message published by other code)."""
         if task.timeout_s is not None:
             return task.timeout_s
         spec = self._catalog.get(task.task)
         return spec.timeout_s if spec is not None else DEFAULT_TIMEOUT_S
 
     async def _call(
-        self, handler: Handler, payload: object, ctx: TaskContext, timeout_s: float
+        self, handler: Task, payload: object, task: TaskMessage, ctx: TaskContext
     ) -> JSONValue:
-        """Run the handler within its time limit: a sync one's child process is killed at
-        the limit, an async one is cancelled."""
-        if handler.sync:
-            return await self._sync_runner.run(handler.fn, payload, ctx, timeout_s)
+        """Run the task within its time limit: a sync one's child process is killed at
+        the limit (it gets the payload as the message's JSON and validates it again), an
+        async one is cancelled."""
+        timeout_s = self._limit_of(task)
+        if not handler.is_async:
+            return await self._sync_runner.run(handler.run, task.payload, ctx, timeout_s)
         limit = asyncio.timeout(timeout_s)
         try:
             async with limit:
-                return await handler.fn(payload, ctx)
+                return await handler.run(payload, ctx)  # type: ignore[arg-type]
         except TimeoutError:
             if limit.expired():
                 raise TaskTimedOut(timeout_s, "it was cancelled") from None

@@ -1,4 +1,4 @@
-"""`python -m producer`: run the producer service (HTTP API + publisher)."""
+"""`python -m conveyor.producer`: run the producer service (HTTP API + publisher)."""
 
 from conveyor.producer.main import main
 

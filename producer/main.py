@@ -16,8 +16,9 @@ from conveyor.producer.service import ProducerService
 from conveyor.shared.health import keep_alive
 from conveyor.shared.logs import configure_logging
 from conveyor.shared.runtime import run as run_on_loop
+from conveyor.shared.task_loader import load_catalog_or_exit
 
-log = logging.getLogger("producer")
+log = logging.getLogger("conveyor.producer")
 
 
 def build_app(settings: ProducerSettings) -> FastAPI:
@@ -59,7 +60,8 @@ async def serve(settings: ProducerSettings) -> None:
 
 
 def main() -> None:
-    """Entry point of `python -m producer` and `conveyor producer`."""
+    """Entry point of `python -m conveyor.producer` and `conveyor producer`."""
     settings = load_settings(ProducerSettings)
     configure_logging(settings.log_level, settings.log_format)
+    load_catalog_or_exit(settings)  # a bad task module stops us before anything starts
     run_on_loop(serve(settings), settings.event_loop)

@@ -178,12 +178,15 @@ def _worker_columns() -> list[Column[Any]]:
 
 # v5: the address a worker reaches the broker from (its machine's address in the cluster).
 _WORKER_ADDRESS = ("address", String(255))
+# v6: the tasks a worker serves (its CONVEYOR_TASKS), for GET /task-types during rollouts.
+_WORKER_TASKS = ("tasks", JSONValue)
 
 workers = Table(
     "conveyor_workers",
     metadata,
     *_worker_columns(),
     Column(_WORKER_ADDRESS[0], _WORKER_ADDRESS[1]),
+    Column(_WORKER_TASKS[0], _WORKER_TASKS[1]),
 )
 
 
@@ -223,6 +226,12 @@ def _v5_worker_addresses(connection: Connection) -> None:
     connection.execute(text(f"ALTER TABLE conveyor_workers ADD COLUMN {name} {sql_type}"))
 
 
+def _v6_worker_tasks(connection: Connection) -> None:
+    name, type_ = _WORKER_TASKS
+    sql_type = type_.compile(dialect=connection.dialect)
+    connection.execute(text(f"ALTER TABLE conveyor_workers ADD COLUMN {name} {sql_type}"))
+
+
 Migration = Callable[[Connection], None]
 
 # Append only: never edit a migration that has shipped.
@@ -232,6 +241,7 @@ MIGRATIONS: Sequence[Migration] = (
     _v3_schedules_and_delays,
     _v4_workers,
     _v5_worker_addresses,
+    _v6_worker_tasks,
 )
 
 

@@ -32,9 +32,9 @@ from conveyor.producer.waiters import FinishedNotices, Waiters
 from conveyor.producer.watch import SystemWatch
 from conveyor.producer.worker_registry import WorkerRegistry
 from conveyor.producer.worker_store import WorkerStore
-from conveyor.shared.builtin_tasks import builtin_catalog
 from conveyor.shared.catalog import Catalog
 from conveyor.shared.connection import connect
+from conveyor.shared.task_loader import load_catalog
 from conveyor.shared.topology import Topology, declare_topology
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class ProducerService:
         self, settings: ProducerSettings, catalog: Catalog | None = None, scheduling: bool = True
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or builtin_catalog(settings.test_tasks)
+        # The tasks of CONVEYOR_TASKS (TaskLoadError names what is wrong with them).
+        self.catalog = catalog or load_catalog(settings)[1]
         self.topology = Topology.of(settings)
         self.waiters = Waiters()
         self.store: TaskStore | None = None

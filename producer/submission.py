@@ -115,7 +115,11 @@ class Submitter:
                 f"unknown queue {queue!r}; known queues: {', '.join(sorted(self.queues))}",
                 field=f"{field_prefix}queue",
             )
-        self._check_timeout(submission.timeout_s or spec.timeout_s, f"{field_prefix}timeout_s")
+        # Options are resolved here, once: the message carries them, so every consumer runs
+        # the task as submitted, whatever its own settings say.
+        max_retries = spec.max_retries if submission.max_retries is None else submission.max_retries
+        timeout_s = submission.timeout_s or spec.timeout_s
+        self._check_timeout(timeout_s, f"{field_prefix}timeout_s")
         if submission.eta is not None and submission.eta.timestamp() > time.time() + MAX_DELAY_S:
             raise SubmissionError(
                 f"eta is more than {MAX_DELAY_S / 86_400:g} days away", field=f"{field_prefix}eta"
@@ -125,8 +129,8 @@ class Submitter:
             task=spec.name,
             queue=queue,
             payload=payload.model_dump(mode="json"),
-            max_retries=submission.max_retries,
-            timeout_s=submission.timeout_s,
+            max_retries=max_retries,
+            timeout_s=timeout_s,
             request_id=request_id,
         )
 
@@ -144,11 +148,11 @@ class Submitter:
             )
 
     def _entry(self, submission: TaskSubmission, task: TaskMessage) -> NewTask:
-        spec = self.catalog.spec(task.task)
+        assert task.max_retries is not None and task.timeout_s is not None  # prepare() set them
         return NewTask(
             task,
-            max_retries=spec.max_retries if task.max_retries is None else task.max_retries,
-            timeout_s=spec.timeout_s if task.timeout_s is None else task.timeout_s,
+            max_retries=task.max_retries,
+            timeout_s=task.timeout_s,
             idempotency_key=submission.idempotency_key,
             due_at=submission.due_at(task.created_at.timestamp()),
         )

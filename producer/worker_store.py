@@ -78,5 +78,6 @@ def _view(row: Row[Sequence[object]], now: float) -> WorkerView:
             "last_heartbeat_at": datetime.fromtimestamp(data["last_heartbeat_at"], UTC),
             "heartbeat_age_s": round(max(0.0, now - data["last_heartbeat_at"]), 3),
             "at_risk": data["running"] if state == "lost" else [],
+            "tasks": data["tasks"] or [],  # none kept by workers from before schema v6
         }
     )

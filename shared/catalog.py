@@ -69,15 +69,12 @@ class Catalog(Mapping[str, TaskSpec]):
         try:
             return model.model_validate(payload)
         except ValidationError as error:
-            problems = [
-                (
-                    ".".join(["payload", *(str(part) for part in item["loc"])]),
-                    item["msg"],
-                    item["type"],
-                )
-                for item in error.errors()
-            ]
-            summary = "; ".join(f"{field}: {msg}" for field, msg, _ in problems)
-            raise InvalidPayload(
-                f"invalid payload for task {name!r}: {summary}", problems
-            ) from None
+            raise InvalidPayload.of(name, payload_problems(error)) from None
+
+
+def payload_problems(error: ValidationError) -> list[tuple[str, str, str]]:
+    """(field, message, type) of each bad field, fields named from the body: `payload.x`."""
+    return [
+        (".".join(["payload", *(str(part) for part in item["loc"])]), item["msg"], item["type"])
+        for item in error.errors()
+    ]

@@ -42,8 +42,8 @@ class TaskMessage:
     queue: str
     payload: dict[str, Any]
     attempt: int = 1
-    # Per-submission overrides of the task spec's defaults; None: the spec's own (the
-    # consumer reads them from its catalog), so a plain task carries three headers, not five.
+    # Resolved by the producer (the submission's, else the task's, else the defaults) and
+    # carried by every message it sends; None only in messages published by other code.
     max_retries: int | None = None
     timeout_s: float | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -35,6 +35,12 @@ class InvalidPayload(SubmissionError):
         super().__init__(message, field)
         self.errors = errors
 
+    @classmethod
+    def of(cls, task: str, errors: list[tuple[str, str, str]]) -> InvalidPayload:
+        """The error for task `task`'s payload, its message listing every bad field."""
+        summary = "; ".join(f"{field}: {msg}" for field, msg, _ in errors)
+        return cls(f"invalid payload for task {task!r}: {summary}", errors)
+
     def prefix_fields(self, prefix: str) -> None:
         super().prefix_fields(prefix)
         self.errors = [(prefix + field, msg, kind) for field, msg, kind in self.errors]

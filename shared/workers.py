@@ -27,6 +27,7 @@ class WorkerIdentity(BaseModel):
     cpu_count: int
     concurrency: int
     queues: list[str]
+    tasks: list[str] = Field(default_factory=list, description="The tasks it serves.")
     version: str
 
 

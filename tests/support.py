@@ -25,7 +25,10 @@ import aio_pika
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
+from conveyor.config.tasks import BUILTIN_TASKS_MODULE
+from conveyor.shared.catalog import Catalog
 from conveyor.shared.events import TaskEvent, TaskState, decode_events
+from conveyor.shared.task_loader import TEST_TASKS_MODULE, catalog_of, load_tasks
 from conveyor.shared.topology import Topology, all_retry_delays_ms
 
 RUN_ID = secrets.token_hex(3)
@@ -361,3 +364,9 @@ def consumer_env(amqp_url: str, namespace: str, **extra: Any) -> dict[str, str]:
     }
     env.update({f"CONVEYOR_{key.upper()}": str(value) for key, value in extra.items()})
     return env
+
+
+def builtin_catalog(test_tasks: bool = False) -> Catalog:
+    """The catalog the services build by default (CONVEYOR_TASKS unset)."""
+    modules = [BUILTIN_TASKS_MODULE, *([TEST_TASKS_MODULE] if test_tasks else [])]
+    return catalog_of(load_tasks(modules))

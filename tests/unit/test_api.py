@@ -16,11 +16,11 @@ from conveyor.producer.metrics import ProducerMetrics
 from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter
 from conveyor.producer.waiters import Waiters
-from conveyor.shared.builtin_tasks import builtin_catalog
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from conveyor.shared.events import TaskState, make_event
 from conveyor.shared.records import TaskStatus
+from tests.support import builtin_catalog
 
 
 class FakePublisher:
@@ -201,12 +201,13 @@ async def test_unknown_route_is_404_json(client: httpx.AsyncClient) -> None:
     assert reply.status_code == 404 and reply.json()["error"] == "not_found"
 
 
-async def test_accepted_task_shows_spec_defaults_and_overrides(
+async def test_accepted_task_carries_its_resolved_options_in_record_and_message(
     client: httpx.AsyncClient, publisher: FakePublisher
 ) -> None:
     plain = (await client.post("/tasks", json={"task": "echo"})).json()
     assert (plain["max_retries"], plain["timeout_s"]) == (3, 300.0)
-    assert publisher.published[0].max_retries is None  # the consumer applies the spec's
+    # Resolved once, here: the message carries them and no consumer derives them again.
+    assert (publisher.published[0].max_retries, publisher.published[0].timeout_s) == (3, 300.0)
     custom = await client.post("/tasks", json={"task": "echo", "max_retries": 0, "timeout_s": 9})
     assert (custom.json()["max_retries"], custom.json()["timeout_s"]) == (0, 9.0)
     assert (publisher.published[1].max_retries, publisher.published[1].timeout_s) == (0, 9.0)

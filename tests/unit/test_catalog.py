@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from conveyor.shared.builtin_tasks import builtin_catalog
 from conveyor.shared.catalog import Catalog, TaskSpec
 from conveyor.shared.errors import InvalidPayload, UnknownTask
+from tests.support import builtin_catalog
 
 
 def test_builtin_catalog_has_the_documented_tasks() -> None:

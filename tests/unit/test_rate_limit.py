@@ -14,7 +14,7 @@ from conveyor.producer.api import create_app
 from conveyor.producer.http_guards import RateLimit
 from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter
-from conveyor.shared.builtin_tasks import builtin_catalog
+from tests.support import builtin_catalog
 from tests.unit.test_api import Backend, FakePublisher
 
 TOKEN_A = "token-a-s3cret"

@@ -32,10 +32,10 @@ from conveyor.producer.schedules import (
 from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter
 from conveyor.producer.waiters import Waiters
-from conveyor.shared.builtin_tasks import builtin_catalog
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import Conflict, ScheduleFileError
 from conveyor.shared.ids import tick_task_id
+from tests.support import builtin_catalog
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from conveyor.consumer.handlers import JSONValue, TaskContext
+from conveyor.consumer.child_process import JSONValue
 from conveyor.consumer.sync_runner import SyncRunner
 from conveyor.shared.errors import ChildDied, ChildMemoryExceeded, ChildTaskFailed, TaskTimedOut
+from conveyor.shared.tasks import TaskContext
 from tests.support import wait_until
 
 CTX = TaskContext("t-1", "test", 1, "w-1")

@@ -93,6 +93,11 @@ def _add_dead_letter_commands(
     requeue.add_argument("--all", action="store_true", help="every dead letter that is a task")
     requeue.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
+    task_types = commands.add_parser(
+        "task-types", help="list the tasks the producer accepts and who serves them"
+    )
+    task_types.add_argument("--json", action="store_true", help="print them as JSON")
+
     workers = commands.add_parser("workers", help="list consumers: online, lost or offline")
     workers.add_argument("--json", action="store_true", help="print the workers as JSON")
 
@@ -262,6 +267,17 @@ async def _workers(client: ConveyorClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _task_types(client: ConveyorClient, args: argparse.Namespace) -> int:
+    task_types = await client.task_types()
+    if args.json:
+        render.print_json(
+            {"items": [item.model_dump(mode="json") for item in task_types], "next_cursor": None}
+        )
+    else:
+        render.show_task_types(task_types)
+    return EXIT_OK
+
+
 async def _purge_dead_letters(client: ConveyorClient, args: argparse.Namespace) -> int:
     purged = await client.purge_dead_letters()
     if args.json:
@@ -282,6 +298,7 @@ API_COMMANDS: dict[str, Command] = {
     "requeue": _requeue,
     "purge-dead-letters": _purge_dead_letters,
     "workers": _workers,
+    "task-types": _task_types,
 }
 
 

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.shared.records import DeadLetterView, TaskRecord, TaskStatus, WorkerView
+from conveyor.shared.records import DeadLetterView, TaskRecord, TaskStatus, TaskTypeView, WorkerView
 
 STATUS_STYLES = {
     TaskStatus.QUEUED: "cyan",
@@ -147,6 +147,17 @@ WORKER_COLUMNS: dict[str, Callable[[WorkerView], RenderableType]] = {
 }
 WORKER_NARROW_DROPS = ("running", "address", "cpus", "slots", "queues")
 
+TASK_TYPE_COLUMNS: dict[str, Callable[[TaskTypeView], RenderableType]] = {
+    "task": lambda t: Text(t.name),
+    "queue": lambda t: t.queue,
+    "retries": lambda t: str(t.max_retries),
+    "timeout": lambda t: f"{t.timeout_s:g}s",
+    "workers": lambda t: Text(str(t.workers), style="" if t.workers else "red"),
+    "fields": lambda t: ", ".join(t.payload_schema.get("properties", {})) or "-",
+    "description": lambda t: _shortened(t.description, 60),
+}
+TASK_TYPE_NARROW_DROPS = ("description", "fields", "timeout", "retries")
+
 
 def _shortened(text: str, most_chars: int) -> str:
     """On one line, and at most `most_chars` long ("..." marks the cut)."""
@@ -205,6 +216,11 @@ def show_workers(workers: Sequence[WorkerView]) -> None:
         _stdout().print(Text("no workers have announced themselves", style="dim"))
         return
     _print_fitted(workers, WORKER_COLUMNS, WORKER_NARROW_DROPS)
+
+
+def show_task_types(task_types: Sequence[TaskTypeView]) -> None:
+    """Task types as a table; one no online worker serves has its count in red."""
+    _print_fitted(task_types, TASK_TYPE_COLUMNS, TASK_TYPE_NARROW_DROPS)
 
 
 def requeue_summary(requeued: int, skipped: int) -> str:

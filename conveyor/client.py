@@ -34,17 +34,22 @@ from conveyor.client_errors import (
     TaskNotFound,
     Unauthorized,
     error_from,
+    invalid_payload,
 )
 from conveyor.config import ClientSettings, redact_url
+from conveyor.shared.errors import InvalidPayload
 from conveyor.shared.records import (
     DeadLetterPage,
     RecordBatch,
     TaskPage,
     TaskRecord,
     TaskStatus,
+    TaskTypePage,
+    TaskTypeView,
     WorkerPage,
     WorkerView,
 )
+from conveyor.shared.tasks import Task
 
 __all__ = [
     "ApiError",
@@ -134,8 +139,8 @@ class ConveyorClient:
 
     async def submit(
         self,
-        task: str,
-        payload: Mapping[str, Any] | None = None,
+        task: str | Task,
+        payload: Mapping[str, Any] | BaseModel | None = None,
         *,
         queue: str | None = None,
         idempotency_key: str | None = None,
@@ -143,13 +148,20 @@ class ConveyorClient:
         timeout_s: float | None = None,
         delay_s: float | None = None,
         eta: datetime | None = None,
+        **fields: Any,
     ) -> TaskRecord:
         """Submit one task (delayed by `delay_s`, or until `eta`, a timezone-aware time);
-        with an idempotency key already used, the original record."""
+        with an idempotency key already used, the original record.
+
+        `task` is a task's name, or the `@task` itself: then the payload (a model, a
+        mapping or keyword `fields`) is validated here first, and a bad one raises
+        InvalidRequest naming the field, as the API's 422 would, without a request.
+        """
+        name, body_payload = submission_payload(task, payload, fields)
         body = _without_none(
             {
-                "task": task,
-                "payload": payload,
+                "task": name,
+                "payload": body_payload,
                 "queue": queue,
                 "idempotency_key": idempotency_key,
                 "max_retries": max_retries,
@@ -241,6 +253,10 @@ class ConveyorClient:
         params = _without_none({"limit": limit, "cursor": cursor})
         return await self._call(DeadLetterPage, "GET", "/dead-letters", params=params)
 
+    async def task_types(self) -> builtins.list[TaskTypeView]:
+        """Every task the producer accepts, with how many online workers serve it."""
+        return (await self._call(TaskTypePage, "GET", "/task-types")).items
+
     async def workers(self) -> builtins.list[WorkerView]:
         """Every consumer the worker registry knows: online, lost or offline."""
         return (await self._call(WorkerPage, "GET", "/workers")).items
@@ -314,3 +330,23 @@ def _task_path(task_id: str) -> str:
 
 def _dead_letter_path(task_id: str) -> str:
     return "/dead-letters/" + quote(task_id, safe="")
+
+
+def submission_payload(
+    task: str | Task, payload: Mapping[str, Any] | BaseModel | None, fields: Mapping[str, Any]
+) -> tuple[str, Any]:
+    """(task name, payload as JSON-able data): a Task's payload validated here."""
+    if not isinstance(task, Task):
+        if fields:
+            raise TypeError("keyword payload fields need the @task itself, not its name")
+        if isinstance(payload, BaseModel):
+            return task, payload.model_dump(mode="json")
+        return task, payload
+    try:
+        if isinstance(payload, BaseModel) or payload is None:
+            model = task.payload(payload, **fields)
+        else:
+            model = task.payload(**{**payload, **fields})
+    except InvalidPayload as error:
+        raise invalid_payload(error) from None
+    return task.name, model.model_dump(mode="json")

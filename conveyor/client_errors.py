@@ -9,7 +9,7 @@ import httpx
 import orjson
 from pydantic import BaseModel
 
-from conveyor.shared.errors import ConveyorError
+from conveyor.shared.errors import ConveyorError, InvalidPayload
 
 
 class ErrorDetail(BaseModel):
@@ -130,3 +130,9 @@ def error_from(reply: httpx.Response) -> ApiError:
             retry_after_s=_retry_after_s(reply),
         )
     return cls(reply.status_code, code, message, details, request_id)
+
+
+def invalid_payload(error: InvalidPayload) -> InvalidRequest:
+    """A payload checked before sending, refused as the API's 422 would refuse it."""
+    details = [ErrorDetail(field=f, message=m, type=t) for f, m, t in error.errors]
+    return InvalidRequest(422, "invalid_payload", error.message, details)

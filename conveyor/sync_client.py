@@ -10,11 +10,20 @@ from types import TracebackType
 from typing import Any, Self
 
 import httpx
+from pydantic import BaseModel
 
 from conveyor.client import ConveyorClient, RequeueOutcome
 from conveyor.config import ClientSettings
 from conveyor.shared.errors import ConveyorError
-from conveyor.shared.records import DeadLetterPage, TaskPage, TaskRecord, TaskStatus, WorkerView
+from conveyor.shared.records import (
+    DeadLetterPage,
+    TaskPage,
+    TaskRecord,
+    TaskStatus,
+    TaskTypeView,
+    WorkerView,
+)
+from conveyor.shared.tasks import Task
 
 
 class SyncConveyorClient:
@@ -67,8 +76,8 @@ class SyncConveyorClient:
 
     def submit(
         self,
-        task: str,
-        payload: Mapping[str, Any] | None = None,
+        task: str | Task,
+        payload: Mapping[str, Any] | BaseModel | None = None,
         *,
         queue: str | None = None,
         idempotency_key: str | None = None,
@@ -76,6 +85,7 @@ class SyncConveyorClient:
         timeout_s: float | None = None,
         delay_s: float | None = None,
         eta: datetime | None = None,
+        **fields: Any,
     ) -> TaskRecord:
         """Submit one task; see ConveyorClient.submit."""
         return self._runner.run(
@@ -88,6 +98,7 @@ class SyncConveyorClient:
                 timeout_s=timeout_s,
                 delay_s=delay_s,
                 eta=eta,
+                **fields,
             )
         )
 
@@ -135,6 +146,10 @@ class SyncConveyorClient:
     def dead_letters(self, limit: int | None = None, cursor: str | None = None) -> DeadLetterPage:
         """One page of dead letters; see ConveyorClient.dead_letters."""
         return self._runner.run(self._async.dead_letters(limit, cursor))
+
+    def task_types(self) -> builtins.list[TaskTypeView]:
+        """Every task the producer accepts; see ConveyorClient.task_types."""
+        return self._runner.run(self._async.task_types())
 
     def workers(self) -> builtins.list[WorkerView]:
         """Every consumer the registry knows; see ConveyorClient.workers."""

@@ -25,7 +25,9 @@ from conveyor.producer.stats import stats_routes
 from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter, TaskSubmission
 from conveyor.producer.system_api import SystemParts, system_routes
+from conveyor.producer.task_types import document_tasks, task_type_routes
 from conveyor.producer.waiters import Waiters
+from conveyor.shared.catalog import Catalog
 from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
 from conveyor.shared.records import RecordBatch, TaskPage, TaskRecord, TaskStatus
 
@@ -102,8 +104,10 @@ def create_app(
     max_payload_bytes: int = 1_048_576,
     api_tokens: Sequence[str] = (),
     rate_limit_per_s: float | None = None,
+    catalog: Catalog | None = None,
 ) -> FastAPI:
-    """The FastAPI app over `backend`."""
+    """The FastAPI app over `backend`; `catalog` (the tasks it accepts) is documented in
+    the OpenAPI document and listed by GET /task-types."""
     app = FastAPI(
         title="Conveyor",
         summary="Submit tasks to RabbitMQ work queues and follow them to their result.",
@@ -129,6 +133,9 @@ def create_app(
     app.include_router(system_routes(backend))
     app.include_router(stats_routes(access.store))
     app.include_router(dashboard_routes())
+    catalog = catalog if catalog is not None else Catalog(())
+    app.include_router(task_type_routes(catalog, lambda: backend.workers))
+    document_tasks(app, catalog, tokens_required=bool(api_tokens))
     return app
 
 

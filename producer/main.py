@@ -30,6 +30,7 @@ def build_app(settings: ProducerSettings) -> FastAPI:
         max_payload_bytes=settings.max_payload_bytes,
         api_tokens=settings.api_token_list(),
         rate_limit_per_s=settings.rate_limit_per_s,
+        catalog=service.catalog,
     )
 
     @asynccontextmanager

@@ -74,6 +74,63 @@ class TaskSubmission(BaseModel):
         return due if due > now else None
 
 
+def prepare_task(
+    catalog: Catalog,
+    queues: Collection[str],
+    submission: TaskSubmission,
+    *,
+    broker_consumer_timeout_s: float | None = None,
+    request_id: str | None = None,
+    field_prefix: str = "",
+    task_id: str | None = None,
+) -> TaskMessage:
+    """The message of a valid submission, its options resolved; else a SubmissionError
+    naming the bad field. What the API, the Python API and conveyor.testing all check."""
+    try:
+        spec = catalog.spec(submission.task)
+        payload = catalog.validate_payload(submission.task, submission.payload)
+    except SubmissionError as error:
+        error.prefix_fields(field_prefix)
+        raise
+    queue = submission.queue or spec.queue
+    if queue not in queues:
+        raise SubmissionError(
+            f"unknown queue {queue!r}; known queues: {', '.join(sorted(queues))}",
+            field=f"{field_prefix}queue",
+        )
+    # Options are resolved here, once: the message carries them, so every consumer runs
+    # the task as submitted, whatever its own settings say.
+    max_retries = spec.max_retries if submission.max_retries is None else submission.max_retries
+    timeout_s = submission.timeout_s or spec.timeout_s
+    _check_timeout(broker_consumer_timeout_s, timeout_s, f"{field_prefix}timeout_s")
+    if submission.eta is not None and submission.eta.timestamp() > time.time() + MAX_DELAY_S:
+        raise SubmissionError(
+            f"eta is more than {MAX_DELAY_S / 86_400:g} days away", field=f"{field_prefix}eta"
+        )
+    return TaskMessage(
+        id=task_id or new_task_id(),
+        task=spec.name,
+        queue=queue,
+        payload=payload.model_dump(mode="json"),
+        max_retries=max_retries,
+        timeout_s=timeout_s,
+        request_id=request_id,
+    )
+
+
+def _check_timeout(limit: float | None, timeout_s: float, field: str) -> None:
+    """RabbitMQ closes the channel of a delivery unacked past its consumer_timeout (and
+    redelivers it): a task allowed to run that long would never finish, only loop."""
+    if limit is not None and timeout_s > limit - SETTLE_MARGIN_S:
+        raise SubmissionError(
+            f"timeout_s {timeout_s:g} does not fit under the broker's consumer_timeout of "
+            f"{limit:g}s (less {SETTLE_MARGIN_S:g}s to settle the task): lower timeout_s, "
+            "or raise consumer_timeout on the broker and CONVEYOR_BROKER_CONSUMER_TIMEOUT_S",
+            field=field,
+            kind="too_long",
+        )
+
+
 class Submitter:
     """Validates submissions against the catalog, records them and publishes them."""
 
@@ -103,49 +160,15 @@ class Submitter:
         task_id: str | None = None,
     ) -> TaskMessage:
         """A TaskMessage for `submission`, or a SubmissionError naming the bad field."""
-        try:
-            spec = self.catalog.spec(submission.task)
-            payload = self.catalog.validate_payload(submission.task, submission.payload)
-        except SubmissionError as error:
-            error.prefix_fields(field_prefix)
-            raise
-        queue = submission.queue or spec.queue
-        if queue not in self.queues:
-            raise SubmissionError(
-                f"unknown queue {queue!r}; known queues: {', '.join(sorted(self.queues))}",
-                field=f"{field_prefix}queue",
-            )
-        # Options are resolved here, once: the message carries them, so every consumer runs
-        # the task as submitted, whatever its own settings say.
-        max_retries = spec.max_retries if submission.max_retries is None else submission.max_retries
-        timeout_s = submission.timeout_s or spec.timeout_s
-        self._check_timeout(timeout_s, f"{field_prefix}timeout_s")
-        if submission.eta is not None and submission.eta.timestamp() > time.time() + MAX_DELAY_S:
-            raise SubmissionError(
-                f"eta is more than {MAX_DELAY_S / 86_400:g} days away", field=f"{field_prefix}eta"
-            )
-        return TaskMessage(
-            id=task_id or new_task_id(),
-            task=spec.name,
-            queue=queue,
-            payload=payload.model_dump(mode="json"),
-            max_retries=max_retries,
-            timeout_s=timeout_s,
+        return prepare_task(
+            self.catalog,
+            self.queues,
+            submission,
+            broker_consumer_timeout_s=self.broker_consumer_timeout_s,
             request_id=request_id,
+            field_prefix=field_prefix,
+            task_id=task_id,
         )
-
-    def _check_timeout(self, timeout_s: float, field: str) -> None:
-        """RabbitMQ closes the channel of a delivery unacked past its consumer_timeout (and
-        redelivers it): a task allowed to run that long would never finish, only loop."""
-        limit = self.broker_consumer_timeout_s
-        if limit is not None and timeout_s > limit - SETTLE_MARGIN_S:
-            raise SubmissionError(
-                f"timeout_s {timeout_s:g} does not fit under the broker's consumer_timeout of "
-                f"{limit:g}s (less {SETTLE_MARGIN_S:g}s to settle the task): lower timeout_s, "
-                "or raise consumer_timeout on the broker and CONVEYOR_BROKER_CONSUMER_TIMEOUT_S",
-                field=field,
-                kind="too_long",
-            )
 
     def _entry(self, submission: TaskSubmission, task: TaskMessage) -> NewTask:
         assert task.max_retries is not None and task.timeout_s is not None  # prepare() set them

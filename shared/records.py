@@ -116,3 +116,21 @@ class WorkerView(WorkerIdentity):
 
 class WorkerPage(BaseModel):
     items: list[WorkerView]
+
+
+class TaskTypeView(BaseModel):
+    """A task type as `GET /task-types` shows it: options resolved, payload schema, and how
+    many online workers serve it (0 during a rollout means nobody runs it yet)."""
+
+    name: str
+    queue: str
+    max_retries: int
+    timeout_s: float
+    description: str
+    payload_schema: dict[str, Any]
+    workers: int
+
+
+class TaskTypePage(BaseModel):
+    items: list[TaskTypeView]
+    next_cursor: str | None = None

@@ -80,7 +80,9 @@ async def wait_http(
 class ServiceProcess:
     """`python -m conveyor.producer|consumer` as a child process, its stderr kept in a file."""
 
-    def __init__(self, module: str, env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, module: str, env: dict[str, str], log_dir: Path, cwd: Path | None = None
+    ) -> None:
         self.module = module
         self.log_path = log_dir / f"{module}-{next(_counter)}.log"
         self._log = self.log_path.open("wb")
@@ -89,7 +91,7 @@ class ServiceProcess:
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            cwd=tempfile.gettempdir(),  # runs from any working directory
+            cwd=cwd or tempfile.gettempdir(),  # runs from any working directory
         )
 
     @property
@@ -338,10 +340,11 @@ def service_spawner(
     """`start(module, **settings)` runs a service in `namespace`; all are killed on exit."""
     started: list[ServiceProcess] = []
 
-    def start(module: str = "consumer", **settings: Any) -> ServiceProcess:
+    def start(module: str = "consumer", cwd: Path | None = None, **settings: Any) -> ServiceProcess:
         # Each test's producers share a store of their own unless told otherwise.
         settings.setdefault("database_url", f"sqlite:///{log_dir / 'tasks.db'}")
-        process = ServiceProcess(module, consumer_env(amqp_url, namespace, **settings), log_dir)
+        env = consumer_env(amqp_url, namespace, **settings)
+        process = ServiceProcess(module, env, log_dir, cwd)
         started.append(process)
         return process
 

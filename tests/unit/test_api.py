@@ -393,3 +393,23 @@ async def test_a_timeout_over_the_brokers_consumer_timeout_is_422(
         batch = {"tasks": [{"task": "echo"}, {"task": "echo", "timeout_s": 3600}]}
         refused = await http.post("/tasks/batch", json=batch)
         assert refused.status_code == 422 and _fields(refused) == ["tasks.1.timeout_s"]
+
+
+async def test_openapi_documents_each_tasks_payload_and_the_bearer_scheme(
+    backend: Backend,
+) -> None:
+    catalog = builtin_catalog()
+    async with _client(backend, catalog=catalog, api_tokens=["t0ken"]) as http:
+        document = (await http.get("/openapi.json", headers={"Authorization": "Bearer t0ken"}))
+    schema = document.json()
+    body = schema["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"]
+    union = body["schema"]
+    assert union["discriminator"]["propertyName"] == "task"
+    assert set(union["discriminator"]["mapping"]) == set(catalog)
+    components = schema["components"]["schemas"]
+    sleep = components["Submit_sleep"]["properties"]
+    assert sleep["task"]["const"] == "sleep"
+    assert components["SleepPayload"]["properties"]["seconds"]["maximum"] == 86_400
+    assert schema["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    assert schema["security"] == [{"bearerAuth": []}]
+    assert "/task-types" in schema["paths"]

@@ -400,7 +400,7 @@ async def test_openapi_documents_each_tasks_payload_and_the_bearer_scheme(
 ) -> None:
     catalog = builtin_catalog()
     async with _client(backend, catalog=catalog, api_tokens=["t0ken"]) as http:
-        document = (await http.get("/openapi.json", headers={"Authorization": "Bearer t0ken"}))
+        document = await http.get("/openapi.json", headers={"Authorization": "Bearer t0ken"})
     schema = document.json()
     body = schema["paths"]["/tasks"]["post"]["requestBody"]["content"]["application/json"]
     union = body["schema"]

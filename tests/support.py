@@ -332,13 +332,15 @@ class RabbitNode:
 def service_spawner(
     amqp_url: str, namespace: str, log_dir: Path
 ) -> Iterator[Callable[..., ServiceProcess]]:
-    """`start(module, **settings)` runs a service in `namespace`; all are killed on exit."""
+    """`start(module, **settings)` runs a service in `namespace`; all are killed on exit.
+    An `amqp_url` among the settings replaces the spawner's (a node list, say)."""
     started: list[ServiceProcess] = []
 
     def start(module: str = "consumer", **settings: Any) -> ServiceProcess:
         # Each test's producers share a store of their own unless told otherwise.
         settings.setdefault("database_url", f"sqlite:///{log_dir / 'tasks.db'}")
-        process = ServiceProcess(module, consumer_env(amqp_url, namespace, **settings), log_dir)
+        url = str(settings.pop("amqp_url", amqp_url))
+        process = ServiceProcess(module, consumer_env(url, namespace, **settings), log_dir)
         started.append(process)
         return process
 

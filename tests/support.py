@@ -229,6 +229,16 @@ class RabbitNode:
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
         }
 
+    def ctl(self, *args: str, timeout_s: float = 90) -> str:
+        """`rabbitmqctl -n <this node> ARGS`: its output."""
+        return self._ctl(*args, timeout_s=timeout_s)
+
+    def kill(self) -> int:
+        """SIGKILL the node's Erlang VM (its pid file names it), as a crash would: its pid."""
+        pid = int((self.dir / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
     def _ctl(self, *args: str, timeout_s: float = 90) -> str:
         done = subprocess.run(
             ["rabbitmqctl", "-n", self.name, *args],

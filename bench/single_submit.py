@@ -19,12 +19,11 @@ import secrets
 import tempfile
 import time
 
-import aio_pika
-
 from conveyor.config import ProducerSettings
 from conveyor.producer import outbox
 from conveyor.producer.service import open_submitter
 from conveyor.producer.submission import TaskSubmission
+from conveyor.shared.connection import connect_plain
 from conveyor.shared.topology import Topology
 
 WARM_UP = 50
@@ -59,7 +58,7 @@ async def measure(tasks: int, profile: bool) -> None:
 
 async def _delete_queues(settings: ProducerSettings) -> None:
     topology = Topology.of(settings)
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await connect_plain(settings, "bench single submit")
     async with connection:
         channel = await connection.channel()
         for queue in settings.queues:

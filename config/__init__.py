@@ -1,6 +1,6 @@
 """Conveyor's settings: pydantic-settings classes read from CONVEYOR_* environment variables."""
 
-from conveyor.config.broker import BrokerSettings
+from conveyor.config.broker import BrokerSettings, split_amqp_urls
 from conveyor.config.client import ClientSettings
 from conveyor.config.consumer import ConsumerSettings
 from conveyor.config.loader import (
@@ -33,4 +33,5 @@ __all__ = [
     "load_settings",
     "redact_text",
     "redact_url",
+    "split_amqp_urls",
 ]

@@ -26,12 +26,19 @@ RESERVED_QUEUE_NAMES = frozenset(
 )
 
 
+def split_amqp_urls(value: str) -> list[str]:
+    """The node URLs of a comma-separated `CONVEYOR_AMQP_URL` (blanks around commas and empty
+    items dropped). A comma inside a password must be percent-encoded (`%2C`)."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
 class BrokerSettings(ConveyorSettings):
     """Connection and topology settings shared by the producer and the consumer."""
 
     amqp_url: SecretStr = Field(
         default=SecretStr("amqp://guest:guest@localhost:5672/"),
-        description="AMQP URL of RabbitMQ (amqp:// or amqps://); its password is never logged.",
+        description="AMQP URL of RabbitMQ (amqp:// or amqps://), or a comma-separated list of "
+        "the URLs of a cluster's nodes; passwords are never logged.",
     )
     namespace: str = Field(
         default="conveyor",
@@ -47,6 +54,16 @@ class BrokerSettings(ConveyorSettings):
         default=["default"],
         min_length=1,
         description="Comma-separated work queues: the producer declares, consumers serve.",
+    )
+    # RabbitMQ refuses a queue re-declared with another value (or with none where one was
+    # given): this is part of the work queues' arguments, the same in every service.
+    quorum_initial_group_size: int = Field(
+        default=3,
+        ge=0,
+        le=99,
+        description="Replicas of each quorum work queue when it is created: this many cluster "
+        "nodes, or every node of a smaller cluster; 0 leaves it to RabbitMQ (a replica on "
+        "every node) and sends no argument; part of the work queues' arguments.",
     )
     max_deliveries: int = Field(
         default=5,
@@ -72,9 +89,18 @@ class BrokerSettings(ConveyorSettings):
     @classmethod
     def _check_amqp_scheme(cls, url: SecretStr) -> SecretStr:
         # The message never repeats the URL: it may hold a password.
-        if not url.get_secret_value().startswith(("amqp://", "amqps://")):
-            raise ValueError("the URL must start with amqp:// or amqps://")
+        urls = split_amqp_urls(url.get_secret_value())
+        if not urls:
+            raise ValueError("give at least one URL (amqp:// or amqps://)")
+        for number, one in enumerate(urls, 1):
+            if not one.startswith(("amqp://", "amqps://")):
+                where = f"URL {number} of {len(urls)}" if len(urls) > 1 else "the URL"
+                raise ValueError(f"{where} must start with amqp:// or amqps://")
         return url
+
+    def amqp_urls(self) -> list[str]:
+        """Every node URL of `amqp_url`, in the order given (they hold passwords)."""
+        return split_amqp_urls(self.amqp_url.get_secret_value())
 
     @field_validator("queues", mode="before")
     @classmethod

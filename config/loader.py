@@ -57,10 +57,17 @@ def load_settings(cls: type[SettingsT]) -> SettingsT:
 
 
 def redact_url(url: str | SecretStr) -> str:
-    """The URL with its password replaced by ***, safe for logs and errors."""
+    """The URL with its password replaced by ***, safe for logs and errors; a
+    comma-separated list of URLs (CONVEYOR_AMQP_URL of a cluster) has each one redacted."""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    if "," in raw:
+        return ",".join(_redact_one(one) for one in raw.split(","))
+    return _redact_one(raw)
+
+
+def _redact_one(raw: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
-    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
     parts = urlsplit(raw)
     if parts.password is None:
         return raw

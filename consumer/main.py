@@ -160,7 +160,8 @@ async def _start_worker(
         tasks=sorted(served.tasks),
         interval_s=settings.worker_heartbeat_s,
         status=worker.status,
-        broker_host=urlsplit(settings.amqp_url.get_secret_value()).hostname or "localhost",
+        # The route to any node of the list tells the address others know this host by.
+        broker_host=urlsplit(settings.amqp_urls()[0]).hostname or "localhost",
     )
     try:
         setup = await consuming.channel()

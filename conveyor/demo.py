@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from conveyor.config import ProducerSettings, load_settings, redact_url
+from conveyor.shared.connection import connect_plain
 from conveyor.shared.events import TaskState, decode_events
 from conveyor.shared.topology import Topology
 
@@ -107,7 +108,7 @@ async def _run(
         "CONVEYOR_METRICS_PORT": "0",  # several consumers on this host: any free port each
     }
     per_worker: Counter[str] = Counter()
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    connection = await connect_plain(settings, "conveyor demo")
     try:
         channel = await connection.channel()
         events = await channel.declare_exchange(
@@ -188,7 +189,7 @@ async def _delete_namespace(channel: aio_pika.abc.AbstractChannel, topology: Top
 
 async def _reachable(settings: ProducerSettings) -> bool:
     try:
-        connection = await aio_pika.connect(settings.amqp_url.get_secret_value(), timeout=3)
+        connection = await connect_plain(settings, "conveyor demo", timeout_s=3)
     except Exception:
         return False
     await connection.close()

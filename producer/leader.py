@@ -31,7 +31,6 @@ import socket
 import uuid
 from typing import Protocol
 
-import aio_pika
 from aio_pika import Message
 from aio_pika.abc import (
     AbstractChannel,
@@ -41,6 +40,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelLockedResource, PublishError
 
 from conveyor.config import BrokerSettings
+from conveyor.shared.connection import connect_plain
 from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Leadership:
         self, settings: BrokerSettings, topology: Topology, replica_id: str, timeout_s: float
     ) -> None:
         self._replica_id = replica_id
-        self._url = settings.amqp_url.get_secret_value()
+        self._settings = settings
         self._queue_name = topology.scheduler_leader_queue
         self._retry_every_s = timeout_s / 3
         self._heartbeat_s = max(1, int(timeout_s / 3))
@@ -174,11 +174,12 @@ class Leadership:
         # Leading again means winning the queue again on the new connection.
         self._leading.clear()
         self._lost.clear()
-        connection = await aio_pika.connect(
-            self._url,
-            heartbeat=self._heartbeat_s,
-            timeout=CONNECT_TIMEOUT_S,
-            client_properties={"connection_name": f"conveyor producer (leader) {self.replica_id}"},
+        # Plain, not robust: a lost connection must end the leadership (see _on_closed).
+        connection = await connect_plain(
+            self._settings,
+            f"conveyor producer (leader) {self.replica_id}",
+            heartbeat_s=self._heartbeat_s,
+            timeout_s=CONNECT_TIMEOUT_S,
         )
         connection.close_callbacks.add(functools.partial(self._on_closed, connection))
         self._connection = connection

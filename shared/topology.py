@@ -61,6 +61,8 @@ class Topology:
     queue_type: QueueType = "quorum"
     max_deliveries: int = 5
     max_queue_length: int | None = None
+    # Replicas of a quorum work queue at creation (0: RabbitMQ's default, every node).
+    quorum_initial_group_size: int = 3
 
     @classmethod
     def of(cls, settings: BrokerSettings) -> Topology:
@@ -69,6 +71,7 @@ class Topology:
             settings.queue_type,
             settings.max_deliveries,
             settings.max_queue_length,
+            settings.quorum_initial_group_size,
         )
 
     @property
@@ -129,6 +132,10 @@ class Topology:
             # The broker counts deliveries and dead-letters a crash loop (x-death reason
             # delivery_limit); classic queues have no count, the run check keeps one instead.
             arguments["x-delivery-limit"] = self.max_deliveries
+            # Replicated over this many nodes (RabbitMQ takes every node of a smaller cluster):
+            # a confirm then means a majority of them wrote the message.
+            if self.quorum_initial_group_size:
+                arguments["x-quorum-initial-group-size"] = self.quorum_initial_group_size
         if self.max_queue_length is not None:
             arguments["x-max-length"] = self.max_queue_length
             arguments["x-overflow"] = "reject-publish"  # a full queue nacks: HTTP 503

@@ -234,6 +234,16 @@ class RabbitNode:
             "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
         }
 
+    def ctl(self, *args: str, timeout_s: float = 90) -> str:
+        """`rabbitmqctl -n <this node> ARGS`: its output."""
+        return self._ctl(*args, timeout_s=timeout_s)
+
+    def kill(self) -> int:
+        """SIGKILL the node's Erlang VM (its pid file names it), as a crash would: its pid."""
+        pid = int((self.dir / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
     def _ctl(self, *args: str, timeout_s: float = 90) -> str:
         done = subprocess.run(
             ["rabbitmqctl", "-n", self.name, *args],
@@ -337,14 +347,15 @@ class RabbitNode:
 def service_spawner(
     amqp_url: str, namespace: str, log_dir: Path
 ) -> Iterator[Callable[..., ServiceProcess]]:
-    """`start(module, **settings)` runs a service in `namespace`; all are killed on exit."""
+    """`start(module, **settings)` runs a service in `namespace`; all are killed on exit.
+    An `amqp_url` among the settings replaces the spawner's (a node list, say)."""
     started: list[ServiceProcess] = []
 
     def start(module: str = "consumer", cwd: Path | None = None, **settings: Any) -> ServiceProcess:
         # Each test's producers share a store of their own unless told otherwise.
         settings.setdefault("database_url", f"sqlite:///{log_dir / 'tasks.db'}")
-        env = consumer_env(amqp_url, namespace, **settings)
-        process = ServiceProcess(module, env, log_dir, cwd)
+        url = str(settings.pop("amqp_url", amqp_url))
+        process = ServiceProcess(module, consumer_env(url, namespace, **settings), log_dir, cwd)
         started.append(process)
         return process
 

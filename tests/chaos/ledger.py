@@ -27,8 +27,11 @@ _EventKey = tuple[str, TaskState, int, str, float | None]
 class EventLedger:
     """Status events of `topology`'s namespace on the node at `url`, each once."""
 
-    def __init__(self, url: str, topology: Topology) -> None:
-        self._url = url
+    def __init__(self, url: str | list[str], topology: Topology, quorum: bool = False) -> None:
+        # Several URLs (a cluster's nodes): each connect takes the first that answers. On a
+        # cluster the queue is a quorum queue, so it outlives the loss of any one node.
+        self._urls = [url] if isinstance(url, str) else list(url)
+        self._arguments = {"x-queue-type": "quorum"} if quorum else None
         self._topology = topology
         self.queue_name = f"{topology.namespace}.test-ledger"
         self._connection: AbstractConnection | None = None
@@ -40,20 +43,24 @@ class EventLedger:
         """(Re)connect and read the ledger's queue; waits for a node that is still booting."""
         await self.close()
         deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                self._connection = await aio_pika.connect(self._url, timeout=10)
-                break
-            except (OSError, aio_pika.exceptions.AMQPError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)  # the node is not accepting connections yet
+        while self._connection is None:
+            for url in self._urls:
+                try:
+                    self._connection = await aio_pika.connect(url, timeout=10)
+                    break
+                except (OSError, TimeoutError, aio_pika.exceptions.AMQPError):
+                    if time.monotonic() > deadline:
+                        raise
+            else:
+                await asyncio.sleep(0.5)  # no node is accepting connections yet
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=500)
         exchange = await channel.declare_exchange(
             self._topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        queue = await channel.declare_queue(self.queue_name, durable=True)
+        queue = await channel.declare_queue(
+            self.queue_name, durable=True, arguments=self._arguments
+        )
         await queue.bind(exchange, routing_key="task.*")
         await queue.consume(self._on_message)
 

@@ -13,7 +13,9 @@ class ChaosRow:
     scenario: str
     tasks: int = 0  # accepted: 202, the broker confirmed them
     refused: int = 0  # answered 503
+    refused_s: float = 0.0  # how long after each node kill submissions still got 503 (sum)
     kills: int = 0  # consumers SIGKILLed (or crashed by their task)
+    node_kills: int = 0  # broker nodes SIGKILLed (a cluster's)
     restarts: int = 0  # broker node restarts
     closes: int = 0  # connections the broker force-closed
     redelivered: int = 0  # tasks started more than once (attempts > 1)

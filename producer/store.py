@@ -162,11 +162,6 @@ class TaskStore:
             row = (await connection.execute(select(tasks).where(tasks.c.id == task_id))).first()
         return None if row is None else _record(row)
 
-    async def get_many(self, ids: Iterable[str]) -> dict[str, TaskRecord]:
-        async with self.engine.connect() as connection:
-            rows = await connection.execute(select(tasks).where(tasks.c.id.in_(list(ids))))
-            return {row.id: _record(row) for row in rows}
-
     async def list(
         self,
         *,

@@ -1,4 +1,8 @@
-"""Conveyor's exception tree: everything we raise derives from ConveyorError."""
+"""Conveyor's exception tree: every error a caller may want to catch derives from ConveyorError.
+
+(Not quite everything raised: pydantic validators raise ValueError, as pydantic expects, and
+internal retry loops pass on the TimeoutError or ConnectionError they retry on.)
+"""
 
 from __future__ import annotations
 

@@ -26,7 +26,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from conveyor.producer.records import TERMINAL_VALUES, TaskError, TaskPage, TaskRecord, TaskStatus
 from conveyor.producer.schema import json_dumps, migrate, tasks
 from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.errors import SubmissionError
 from conveyor.shared.events import TaskEvent, TaskState
+from conveyor.shared.ids import is_task_id
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +172,13 @@ class TaskStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> TaskPage:
-        """Newest first; `cursor` is the id of the last item of the previous page."""
+        """Newest first; `cursor` is the id of the last item of the previous page.
+
+        Raises:
+            SubmissionError: `cursor` is not one this API gave out (field `cursor`).
+        """
+        if cursor is not None and not is_task_id(cursor):
+            raise SubmissionError("cursor: not a cursor this API gave out", field="cursor")
         query = select(tasks).order_by(tasks.c.id.desc()).limit(limit + 1)
         if status is not None:
             query = query.where(tasks.c.status == status.value)

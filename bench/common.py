@@ -108,6 +108,7 @@ class Config:
     store: StoreKind
     postgres_url: str
     http_concurrency: int
+    log_tasks_only: bool = False  # --log-tasks: only the CONVEYOR_LOG_TASKS on/off drains
 
     @property
     def timeout_s(self) -> float:

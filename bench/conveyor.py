@@ -63,7 +63,13 @@ def submissions(tasks: int) -> list[TaskSubmission]:
 
 
 def consumer_env(
-    url: str, names: Names, queue_type: str, loop: str, events: bool, health_file: Path
+    url: str,
+    names: Names,
+    queue_type: str,
+    loop: str,
+    events: bool,
+    health_file: Path,
+    log_tasks: bool = True,
 ) -> dict[str, str]:
     """CONVEYOR_* settings of one bench consumer: 1 slot, prefetch 1, the run's loop.
 
@@ -81,6 +87,7 @@ def consumer_env(
             "CONVEYOR_EVENTS": "true" if events else "false",
             "CONVEYOR_EVENT_LOOP": loop,
             "CONVEYOR_LOG_LEVEL": "INFO",
+            "CONVEYOR_LOG_TASKS": "true" if log_tasks else "false",
             "CONVEYOR_SHUTDOWN_GRACE_S": "5",
             "CONVEYOR_METRICS_PORT": "0",  # two consumers on one host: any free port each
         }

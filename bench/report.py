@@ -61,6 +61,17 @@ ROWS = (
     _per_s("drain/s: events on, queue empty ÷ raw", "drain_raw", "drain_store_on_emptied"),
     _per_s("drain/s: store on, all recorded ÷ store off", "drain_store_off", "drain_store_on"),
     _per_s("drain/s: store on, all recorded ÷ raw", "drain_raw", "drain_store_on", False),
+    _per_s(
+        "drain/s: CONVEYOR_LOG_TASKS off ÷ on (store off)",
+        "drain_store_off",
+        "drain_log_tasks_off",
+        False,
+    ),
+    _cpu(
+        "consumer CPU s/1k: LOG_TASKS off ÷ on",
+        "drain_store_off",
+        "drain_log_tasks_off",
+    ),
     Row(
         "latency p50 ms ÷ raw", ("latency_raw", "p50_ms"), ("latency_conveyor", "p50_ms"), "{:.2f}"
     ),

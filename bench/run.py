@@ -1,7 +1,7 @@
 """Conveyor vs a minimal raw aio-pika pair, in one run with identical broker settings.
 
     .venv/bin/python -m bench.run [--tasks 10000] [--loop asyncio|uvloop|both]
-                                  [--store sqlite|postgres] [--http-concurrency 1]
+                                  [--store sqlite|postgres] [--http-concurrency 1] [--log-tasks]
 
 Persistent messages, publisher confirms (256 outstanding), durable queues of the same type
 and arguments, prefetch=1, manual acks, 2 consumer processes, a no-op task. Measures enqueue
@@ -133,6 +133,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_CONCURRENCY,
         help=f"POST /tasks/batch requests ({BATCH_SIZE} tasks each) in flight at once",
     )
+    parser.add_argument(
+        "--log-tasks",
+        action="store_true",
+        help="measure only the cost of the per-task log lines: store-off drains with "
+        "CONVEYOR_LOG_TASKS on, off, off, on",
+    )
     args = parser.parse_args(argv)
     if args.tasks < 100 or args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--tasks must be >= 100, rate and seconds > 0")
@@ -158,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         store=args.store,
         postgres_url=check_loopback(args.postgres_url),
         http_concurrency=args.http_concurrency,
+        log_tasks_only=args.log_tasks,
     )
     loops: list[LoopName] = list(LOOPS) if args.loop == "both" else [args.loop]
     log_dir = Path(tempfile.mkdtemp(prefix=f"{cfg.names.namespace}-"))
@@ -204,7 +211,9 @@ def meta(cfg: Config, complete: bool, load_at_start: float) -> dict[str, Any]:
         "the events; drain ends when the store counts every task succeeded",
         "conveyor_latency_publisher": "Submitter.submit",
         "raw_latency_publisher": "raw aio-pika publisher with confirms",
-        "order": "enqueue raw,python; drain raw,store on; enqueue http; drain store off; "
+        "order": "enqueue python; drain store off with CONVEYOR_LOG_TASKS on, off, off, on"
+        if cfg.log_tasks_only
+        else "enqueue raw,python; drain raw,store on; enqueue http; drain store off; "
         "enqueue http; drain store off; enqueue python,raw; drain store on,raw; "
         "latency alternating 1 s blocks",
         "complete": complete,

@@ -138,8 +138,11 @@ class Bench:
         async with open_http_producer(self.children, env, port, f"producer-{self.loop}") as http:
             yield http
 
-    def _consumers(self, events: bool | None) -> list[subprocess.Popen[bytes]]:
-        """2 raw consumers (`events` None) or `python -m consumer` with CONVEYOR_EVENTS."""
+    def _consumers(
+        self, events: bool | None, log_tasks: bool = True
+    ) -> list[subprocess.Popen[bytes]]:
+        """2 raw consumers (`events` None) or `python -m consumer` with CONVEYOR_EVENTS
+        and CONVEYOR_LOG_TASKS."""
         cfg = self.cfg
         if events is None:
             argv = raw_consumer_argv(cfg.url, cfg.names, self.loop)
@@ -147,7 +150,9 @@ class Bench:
         else:
             argv = CONSUMER_ARGV
             health = self.children.log_dir / "conveyor-alive"
-            env = consumer_env(cfg.url, cfg.names, cfg.queue_type, self.loop, events, health)
+            env = consumer_env(
+                cfg.url, cfg.names, cfg.queue_type, self.loop, events, health, log_tasks
+            )
             label = f"conveyor-{self.loop}-events-{'on' if events else 'off'}"
         return [self.children.spawn(argv, env, label) for _ in range(CONSUMER_PROCESSES)]
 
@@ -158,6 +163,7 @@ class Bench:
         events: bool | None,
         keep: bool = False,
         store: TaskStore | None = None,
+        log_tasks: bool = True,
     ) -> None:
         """Start 2 consumer processes on a pre-filled queue and measure drain `n` of `kind`.
 
@@ -175,7 +181,7 @@ class Bench:
             async def settled() -> bool:
                 return await count_succeeded(store) >= target
 
-        procs = self._consumers(events)
+        procs = self._consumers(events, log_tasks)
         try:
             self._say(f"drain {key} with {CONSUMER_PROCESSES} processes")
             drain = await measure_drain(
@@ -237,7 +243,17 @@ class Bench:
             await self.children.stop(self.kept)
         self._pool()
 
+    async def _log_tasks_steps(self, submitter: Submitter) -> None:
+        """--log-tasks: store-off drains with the per-task log lines on, off, off, on."""
+        for n, log_tasks in ((1, True), (1, False), (2, False), (2, True)):
+            await self.enqueue_python(submitter, f"enqueue_python_{n}_{log_tasks}")
+            kind = "drain_store_off" if log_tasks else "drain_log_tasks_off"
+            await self.drain(kind, n, False, log_tasks=log_tasks)
+
     async def _steps(self, publisher: RawPublisher, submitter: Submitter) -> None:
+        if self.cfg.log_tasks_only:
+            await self._log_tasks_steps(submitter)
+            return
         store = submitter.store
         await self.enqueue_raw(publisher, "enqueue_raw_1")
         await self.enqueue_python(submitter, "enqueue_python_1")
@@ -265,6 +281,9 @@ class Bench:
             "drain_store_off",
             "drain_store_on",
             "drain_store_on_emptied",
+            "drain_log_tasks_off",
         ):
+            if f"{kind}_1" not in out:
+                continue  # not measured in this mode
             samples = [out[f"{kind}_{n}"] for n in (1, 2)]
             out[kind] = pooled([s for s in samples if isinstance(s, Throughput)])

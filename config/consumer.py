@@ -62,6 +62,11 @@ class ConsumerSettings(BrokerSettings, LogSettings, RuntimeSettings, TaskSetting
         default=True,
         description="Publish task status events (running/succeeded/failed) to the events exchange.",
     )
+    log_tasks: bool = Field(
+        default=True,
+        description="Log one INFO line per finished task (succeeded, retrying, cancelled); "
+        "failures and dead letters are logged as warnings either way.",
+    )
     ack_after_report: bool = Field(
         default=False,
         description="Ack a task only once the broker confirmed its final status event: no "

@@ -40,6 +40,11 @@ class StoreSettings(ConveyorSettings):
         gt=0,
         description="Finished task records older than this are deleted (default 7 days).",
     )
+    auto_migrate: bool = Field(
+        default=True,
+        description="Migrate the task database's schema at start; false: refuse to start "
+        "(exit 2) on an older schema, for operators who run `conveyor migrate` as a deploy step.",
+    )
     outbox_resend_after_s: float = Field(
         default=30.0,
         gt=0,

@@ -150,6 +150,7 @@ async def _start_worker(
         report_running_after_s=settings.report_running_after_s,
         max_result_bytes=settings.max_result_bytes,
         metrics=metrics,
+        log_tasks=settings.log_tasks,
     )
     heartbeat = HeartbeatSender(
         publishing,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class Worker:
         report_running_after_s: float = 0.1,
         max_result_bytes: int = 1_048_576,
         metrics: WorkerMetrics | None = None,
+        log_tasks: bool = True,
     ) -> None:
         self.worker_id = worker_id
         self.stats: Counter[str] = Counter()
@@ -103,6 +105,7 @@ class Worker:
         self._cancelled = cancelled
         self._current: dict[str, asyncio.Task[object]] = {}  # task id -> the run's asyncio task
         self._max_result_bytes = max_result_bytes
+        self._log_tasks = log_tasks
         self._runs = RunReports(
             reporter, worker_id, report_running_after_s, ack_after_report=ack_after_report
         )
@@ -195,7 +198,7 @@ class Worker:
             request_id=task.request_id,
         ):
             if task.id in self._cancelled:
-                log.info("task %s was cancelled; acked without running it", task.id)
+                self._tell(task, "cancelled (before it ran)")
                 self.stats["cancelled"] += 1
                 await settle(message.ack(), message)
                 return
@@ -203,10 +206,10 @@ class Worker:
                 handler = self._lookup(task.task)
                 payload = self._catalog.validate_payload(task.task, task.payload)
             except UnknownTask as error:
-                await self._reject(message, queue, "unknown_task", error.message)
+                await self._reject(message, queue, "unknown_task", error.message, task=task)
                 return
             except InvalidPayload as error:
-                await self._reject(message, queue, "invalid_payload", error.message)
+                await self._reject(message, queue, "invalid_payload", error.message, task=task)
                 return
             await self._run(message, queue, task, handler, payload)
 
@@ -235,6 +238,7 @@ class Worker:
         assert current is not None
         self._current[task.id] = current
         meter = RunMeter(self.metrics, task, first_delivery=not redelivered)
+        started = time.monotonic()
         try:
             result = self._checked(await self._call(handler, payload, task, ctx))
         except asyncio.CancelledError:
@@ -244,7 +248,7 @@ class Worker:
                 # Cancelled on request: stopped (a sync task's process killed), acked, the
                 # slot goes on with the next task. The record already says cancelled.
                 current.uncancel()
-                log.info("task %s cancelled while running; stopped", task.id)
+                self._tell(task, "cancelled (stopped while running)")
                 self.stats["cancelled"] += 1
                 await settle(message.ack(), message)
                 return
@@ -264,6 +268,7 @@ class Worker:
         # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
         if await settle(message.ack(), message):
             self.stats["succeeded"] += 1
+            self._tell(task, f"succeeded in {time.monotonic() - started:.3f} s")
 
     async def _fail(
         self,
@@ -292,14 +297,7 @@ class Worker:
             self.metrics.retried.labels(task.task).inc()
             # A Retry is a control signal, not a failure: INFO, not WARNING.
             level = logging.INFO if isinstance(error, Retry) else logging.WARNING
-            log.log(
-                level,
-                "task %s attempt %d: %s; retry in %.1fs",
-                task.id,
-                task.attempt,
-                detail,
-                delay_s,
-            )
+            self._tell(task, f"retrying in {delay_s:.3g} s: {detail}", level)
             await self._runs.report_end(
                 run, TaskState.RETRYING, error=error_info(error), retry_at=retry_at
             )
@@ -307,7 +305,7 @@ class Worker:
             return
         self.stats["failed"] += 1
         self.metrics.failed.labels(task.task).inc()
-        log.warning("task %s failed on attempt %d: %s", task.id, task.attempt, detail)
+        self._tell(task, f"failed: {detail}", logging.WARNING)
         await self._runs.report_end(run, TaskState.FAILED, error=error_info(error))
         await self._reject(message, queue, "failed", detail, counted=False)
 
@@ -343,6 +341,7 @@ class Worker:
                 "delivery_limit",
                 f"delivered more than {self._topology.max_deliveries} times without finishing "
                 "(it keeps crashing or stalling its consumer)",
+                task=task,
             )
         else:
             log.info(
@@ -352,6 +351,17 @@ class Worker:
             )
             await settle(message.ack(), message)
         return False
+
+    def _tell(self, task: TaskMessage | None, outcome: str, level: int = logging.INFO) -> None:
+        """The task's one line saying how this delivery ended, Celery style. Inside the
+        task's log_context, so JSON lines carry its id, name, attempt, worker and request
+        id. CONVEYOR_LOG_TASKS=false drops the INFO ones; warnings always go out."""
+        if level <= logging.INFO and not self._log_tasks:
+            return
+        if task is None:
+            log.log(level, "message %s", outcome)
+        else:
+            log.log(level, "task %s[%s] %s", task.task, task.id, outcome)
 
     def _checked(self, result: JSONValue) -> JSONValue:
         """`result` if the store can keep it: JSON, within CONVEYOR_MAX_RESULT_BYTES."""
@@ -399,6 +409,7 @@ class Worker:
         reason: str,
         error: str,
         counted: bool = True,
+        task: TaskMessage | None = None,
     ) -> None:
         """Dead-letter `message` with `reason`: a copy carrying it, else a plain reject."""
         if counted:
@@ -406,7 +417,11 @@ class Worker:
         name = (message.headers or {}).get(HEADER_TASK)
         known = isinstance(name, str) and self._catalog.get(name) is not None
         self.metrics.dead_lettered.labels(name if known else "unknown").inc()
-        log.warning("message %s dead-lettered (%s): %s", message.message_id, reason, error)
+        if counted:  # a failed task's line ("failed: ...") was written already
+            outcome = f"dead-lettered: {reason}: {error}"
+            if task is None:
+                outcome = f"{message.message_id} {outcome}"
+            self._tell(task, outcome, logging.WARNING)
         if await self._reporter.dead_letter(message, queue, reason, error):
             await settle(message.ack(), message)
         else:

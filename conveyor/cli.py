@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("producer", help="run the producer service (HTTP API)")
     commands.add_parser("consumer", help="run a consumer process")
+    commands.add_parser("migrate", help="migrate the task database's schema, then exit")
     _add_api_commands(commands)
     demo = commands.add_parser("demo", help="producer + 3 consumers + a few hundred tasks")
     demo.add_argument("--tasks", type=int, default=300, help="how many tasks (default 300)")
@@ -372,6 +373,10 @@ def main(
         os.execv(sys.executable, [sys.executable, "-m", "consumer"])
     elif args.command in API_COMMANDS:
         raise SystemExit(_run_api_command(args, transport))
+    elif args.command == "migrate":
+        from conveyor.producer.main import run_migrations
+
+        raise SystemExit(run_migrations())
     elif args.command == "demo":
         from conveyor.demo import run_demo
 

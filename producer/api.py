@@ -34,7 +34,9 @@ from conveyor.shared.records import RecordBatch, TaskPage, TaskRecord, TaskStatu
 MAX_LIST_LIMIT = 500
 MAX_WAIT_S = 60.0
 
-TaskId = Annotated[str, Path(max_length=64, description="The task's id.")]
+# No length or pattern: an id no task has is 404 whatever it looks like, never 422.
+TaskId = Annotated[str, Path(description="The task's id.")]
+MAX_TASK_ID_CHARS = 64  # the store's column
 
 
 class Backend(SystemParts, Protocol):
@@ -91,6 +93,8 @@ class _Access:
         return self.backend.canceller
 
     async def record(self, task_id: str) -> TaskRecord:
+        if len(task_id) > MAX_TASK_ID_CHARS or "\x00" in task_id:
+            raise TaskNotFound(task_id)  # no record can have it (PostgreSQL refuses NUL)
         record = await self.store().get(task_id)
         if record is None:
             raise TaskNotFound(task_id)
@@ -181,7 +185,7 @@ def _record_routes(access: _Access) -> APIRouter:
         status: TaskStatus | None = None,
         task: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, description=f"At most {MAX_LIST_LIMIT}.")] = 50,
-        cursor: Annotated[str | None, Query(max_length=64)] = None,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
     ) -> TaskPage:
         """Tasks, newest first; follow `next_cursor` for the next page."""
         return await access.store().list(

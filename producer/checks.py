@@ -60,9 +60,13 @@ class RunChecks:
             # No answer: the consumer waits out its timeout and runs the task (at least once).
             log.warning("could not answer a run check: %r", error)
             return
+        # Not mandatory: RabbitMQ counts a direct reply-to address as no queue, so it would
+        # return every reply it delivers (aiormq logs each as an ERROR). A reply to an asker
+        # that is gone is lost either way; the asker's timeout covers that.
         await self._channel.default_exchange.publish(
             Message(orjson.dumps(reply), correlation_id=request.correlation_id),
             routing_key=request.reply_to,
+            mandatory=False,
         )
 
     async def _cancellations(self, since: float) -> dict[str, object]:

@@ -7,6 +7,7 @@ requeues and purges from here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -144,7 +145,7 @@ class DeadLetterStore:
 def _parse_cursor(cursor: str) -> tuple[float, str]:
     at, separator, task_id = cursor.partition("|")
     try:
-        if separator:
+        if separator and math.isfinite(float(at)) and task_id and "\x00" not in task_id:
             return float(at), task_id
     except ValueError:
         pass

@@ -147,8 +147,8 @@ class Leadership:
         if self.leading:
             await self._check_still_leading()
             return
-        # Confirms on: a reply to an asker that is gone comes back (RabbitMQ returns
-        # undeliverable direct replies), and only a confirmed channel takes that quietly.
+        # Confirms on, and replies go out without `mandatory` (see _answer): an unconfirmed
+        # channel logs every returned message as an ERROR.
         channel = await connection.channel(publisher_confirms=True)
         try:
             queue = await channel.declare_queue(self._queue_name, exclusive=True, auto_delete=True)
@@ -215,9 +215,12 @@ class Leadership:
         channel = self._lead_channel
         if not message.reply_to or channel is None or not self.leading:
             return
+        # Not mandatory: RabbitMQ counts a direct reply-to address as no queue and returns
+        # every such reply, delivered or not; an asker that is gone times out anyway.
         await channel.default_exchange.publish(
             Message(self.replica_id.encode(), correlation_id=message.correlation_id),
             routing_key=message.reply_to,
+            mandatory=False,
         )
 
     async def _ask(self) -> str:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
 
-from conveyor.config import ProducerSettings, load_settings
+from conveyor.config import (
+    EXIT_BAD_CONFIG,
+    ProducerSettings,
+    load_settings,
+    redact_text,
+    redact_url,
+)
 from conveyor.producer.api import create_app
 from conveyor.producer.service import ProducerService
+from conveyor.producer.store import migrate_database, schema_versions
 from conveyor.shared.health import keep_alive
 from conveyor.shared.logs import configure_logging
 from conveyor.shared.runtime import run as run_on_loop
@@ -60,9 +68,53 @@ async def serve(settings: ProducerSettings) -> None:
     await uvicorn.Server(config).serve()
 
 
+def refuse_outdated_schema(settings: ProducerSettings) -> None:
+    """With CONVEYOR_AUTO_MIGRATE=false, stop with one line and exit code 2 (a deploy step
+    was skipped: like a bad setting, starting again cannot help) unless the database has the
+    schema this code needs. A database not reachable yet is left to the service, which
+    waits for it and then refuses an old schema on its own (logging why)."""
+    if settings.auto_migrate:
+        return
+    try:
+        current, required = run_on_loop(
+            schema_versions(settings.database_url.get_secret_value()), settings.event_loop
+        )
+    except Exception as error:
+        log.warning("could not read the schema version yet: %s", redact_text(repr(error)))
+        return
+    if current != required:
+        print(
+            f"conveyor: the task database has schema version {current}, this Conveyor needs "
+            f"{required}; run `conveyor migrate` first (CONVEYOR_AUTO_MIGRATE=false)",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_BAD_CONFIG)
+
+
+def run_migrations() -> int:
+    """`conveyor migrate`: bring CONVEYOR_DATABASE_URL's schema to this code's version and
+    say so in one line; exit code 0, or 1 if the database refused (the error, redacted)."""
+    settings = load_settings(ProducerSettings)
+    configure_logging(settings.log_level, settings.log_format)
+    where = redact_url(settings.database_url)
+    try:
+        before, after = run_on_loop(
+            migrate_database(settings.database_url.get_secret_value()), settings.event_loop
+        )
+    except Exception as error:
+        print(f"conveyor: could not migrate {where}: {redact_text(str(error))}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"{where}: schema version {after}, nothing to do")
+    else:
+        print(f"{where}: migrated from schema version {before} to {after}")
+    return 0
+
+
 def main() -> None:
     """Entry point of `python -m conveyor.producer` and `conveyor producer`."""
     settings = load_settings(ProducerSettings)
     configure_logging(settings.log_level, settings.log_format)
     load_catalog_or_exit(settings)  # a bad task module stops us before anything starts
+    refuse_outdated_schema(settings)
     run_on_loop(serve(settings), settings.event_loop)

@@ -7,6 +7,7 @@ outdated leader from rewinding what another already fired.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -15,9 +16,9 @@ from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from conveyor.producer.schedules import Schedule, ScheduleDefinition, Source
+from conveyor.producer.schedules import NAME_PATTERN, Schedule, ScheduleDefinition, Source
 from conveyor.producer.schema import schedules
-from conveyor.shared.errors import Conflict
+from conveyor.shared.errors import Conflict, SubmissionError
 
 PUT_TRIES = 3
 
@@ -38,7 +39,10 @@ class ScheduleStore:
         self, limit: int, cursor: str | None = None
     ) -> tuple[list[Schedule], str | None]:
         """Schedules by name after `cursor` (the last name of the previous page); the next
-        cursor, or None on the last page."""
+        cursor, or None on the last page; SubmissionError (field `cursor`) for a cursor
+        that is no schedule name."""
+        if cursor is not None and not re.fullmatch(NAME_PATTERN, cursor):
+            raise SubmissionError("cursor: not a cursor this API gave out", field="cursor")
         query = select(schedules).order_by(schedules.c.name).limit(limit + 1)
         if cursor is not None:
             query = query.where(schedules.c.name > cursor)

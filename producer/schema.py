@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -35,6 +36,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.types import TypeEngine
+
+from conveyor.shared.errors import SchemaOutdated
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +253,32 @@ def latest_version() -> int:
     return len(MIGRATIONS)
 
 
+async def current_version(connection: AsyncConnection) -> int:
+    """The schema version the database has: 0 for an empty one."""
+    exists = await connection.run_sync(lambda sync: inspect(sync).has_table(schema_version.name))
+    if not exists:
+        return 0
+    return int((await connection.execute(select(schema_version.c.version))).scalar() or 0)
+
+
+def _refuse_newer(current: int) -> None:
+    if current > latest_version():
+        raise RuntimeError(
+            f"the task database has schema version {current}, newer than this "
+            f"Conveyor's {latest_version()}: upgrade Conveyor"
+        )
+
+
+async def check_version(connection: AsyncConnection) -> int:
+    """The database's version if it is the one this code needs; SchemaOutdated if older
+    (nothing is changed: for CONVEYOR_AUTO_MIGRATE=false)."""
+    current = await current_version(connection)
+    _refuse_newer(current)
+    if current < latest_version():
+        raise SchemaOutdated(current, latest_version())
+    return current
+
+
 async def migrate(connection: AsyncConnection) -> int:
     """Apply the migrations the database lacks (in one transaction); returns the version."""
     await _lock(connection)
@@ -258,11 +287,7 @@ async def migrate(connection: AsyncConnection) -> int:
     if current is None:
         await connection.execute(insert(schema_version).values(id=1, version=0))
         current = 0
-    if current > latest_version():
-        raise RuntimeError(
-            f"the task database has schema version {current}, newer than this "
-            f"Conveyor's {latest_version()}: upgrade Conveyor"
-        )
+    _refuse_newer(current)
     for version, migration in enumerate(MIGRATIONS[current:], start=current + 1):
         log.info("migrating the task database to schema version %d", version)
         await connection.run_sync(migration)

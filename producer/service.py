@@ -116,7 +116,9 @@ class ProducerService:
     async def _open_store(self) -> TaskStore:
         settings = self.settings
         store = await TaskStore.open(
-            settings.database_url.get_secret_value(), settings.max_result_bytes
+            settings.database_url.get_secret_value(),
+            settings.max_result_bytes,
+            auto_migrate=settings.auto_migrate,
         )
         log.info("task store: %s", redact_url(settings.database_url))
         return store

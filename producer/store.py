@@ -23,9 +23,18 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from conveyor.producer.schema import json_dumps, migrate, tasks
+from conveyor.producer.schema import (
+    check_version,
+    current_version,
+    json_dumps,
+    latest_version,
+    migrate,
+    tasks,
+)
 from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.errors import SubmissionError
 from conveyor.shared.events import TaskEvent, TaskState
+from conveyor.shared.ids import is_task_id
 from conveyor.shared.records import TERMINAL_VALUES, TaskError, TaskPage, TaskRecord, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -60,22 +69,16 @@ class TaskStore:
         self._max_result_bytes = max_result_bytes
 
     @classmethod
-    async def open(cls, url: str, max_result_bytes: int = 1_048_576) -> TaskStore:
-        """Connect to the database at `url` (async driver form) and migrate its schema."""
-        engine = create_async_engine(
-            url,
-            json_serializer=json_dumps,
-            json_deserializer=orjson.loads,
-            # A server can drop idle connections; a SQLite file cannot (and the ping costs a
-            # thread round trip per transaction there).
-            pool_pre_ping=not url.startswith("sqlite"),
-        )
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    async def open(
+        cls, url: str, max_result_bytes: int = 1_048_576, *, auto_migrate: bool = True
+    ) -> TaskStore:
+        """Connect to the database at `url` (async driver form) and migrate its schema;
+        without `auto_migrate`, SchemaOutdated if it needs migrating."""
+        engine = _engine(url)
         store = cls(engine, max_result_bytes)
         try:
             async with engine.begin() as connection:
-                await migrate(connection)
+                await (migrate(connection) if auto_migrate else check_version(connection))
         except BaseException:
             await engine.dispose()
             raise
@@ -162,11 +165,6 @@ class TaskStore:
             row = (await connection.execute(select(tasks).where(tasks.c.id == task_id))).first()
         return None if row is None else _record(row)
 
-    async def get_many(self, ids: Iterable[str]) -> dict[str, TaskRecord]:
-        async with self.engine.connect() as connection:
-            rows = await connection.execute(select(tasks).where(tasks.c.id.in_(list(ids))))
-            return {row.id: _record(row) for row in rows}
-
     async def list(
         self,
         *,
@@ -175,7 +173,13 @@ class TaskStore:
         limit: int = 50,
         cursor: str | None = None,
     ) -> TaskPage:
-        """Newest first; `cursor` is the id of the last item of the previous page."""
+        """Newest first; `cursor` is the id of the last item of the previous page.
+
+        Raises:
+            SubmissionError: `cursor` is not one this API gave out (field `cursor`).
+        """
+        if cursor is not None and not is_task_id(cursor):
+            raise SubmissionError("cursor: not a cursor this API gave out", field="cursor")
         query = select(tasks).order_by(tasks.c.id.desc()).limit(limit + 1)
         if status is not None:
             query = query.where(tasks.c.status == status.value)
@@ -445,3 +449,40 @@ def _message(row: Row[Any]) -> TaskMessage:
         created_at=datetime.fromtimestamp(row.created_at, UTC),
         request_id=row.request_id,
     )
+
+
+async def migrate_database(url: str) -> tuple[int, int]:
+    """Bring the database at `url` to the schema this code needs (`conveyor migrate`):
+    (the version it had, the version it has now)."""
+    engine = _engine(url)
+    try:
+        async with engine.begin() as connection:
+            before = await current_version(connection)
+            await migrate(connection)
+    finally:
+        await engine.dispose()
+    return before, latest_version()
+
+
+async def schema_versions(url: str) -> tuple[int, int]:
+    """(the database's schema version, the one this code needs), changing nothing."""
+    engine = _engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await current_version(connection), latest_version()
+    finally:
+        await engine.dispose()
+
+
+def _engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        json_serializer=json_dumps,
+        json_deserializer=orjson.loads,
+        # A server can drop idle connections; a SQLite file cannot (and the ping costs a
+        # thread round trip per transaction there).
+        pool_pre_ping=not url.startswith("sqlite"),
+    )
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    return engine

@@ -41,7 +41,10 @@ class QueueView(BaseModel):
 
 
 class QueuePage(BaseModel):
+    """Every work queue at once: the page shape of every list, `next_cursor` always null."""
+
     items: list[QueueView]
+    next_cursor: None = None
     read_at: float  # epoch seconds of the look these numbers come from
 
 

@@ -1,4 +1,8 @@
-"""Conveyor's exception tree: everything we raise derives from ConveyorError."""
+"""Conveyor's exception tree: every error a caller may want to catch derives from ConveyorError.
+
+(Not quite everything raised: pydantic validators raise ValueError, as pydantic expects, and
+internal retry loops pass on the TimeoutError or ConnectionError they retry on.)
+"""
 
 from __future__ import annotations
 
@@ -171,3 +175,16 @@ class ScheduleNotFound(ConveyorError):
 
 class ScheduleFileError(ConveyorError):
     """The schedules file (CONVEYOR_SCHEDULES_FILE) cannot be read or defines a bad schedule."""
+
+
+class SchemaOutdated(ConveyorError):
+    """The task database's schema is older than this Conveyor needs, and migrating it was
+    left to an operator (CONVEYOR_AUTO_MIGRATE=false)."""
+
+    def __init__(self, current: int, required: int) -> None:
+        super().__init__(
+            f"the task database has schema version {current}, this Conveyor needs {required}: "
+            "run `conveyor migrate` (CONVEYOR_AUTO_MIGRATE=false leaves it to you)"
+        )
+        self.current = current
+        self.required = required

@@ -2,7 +2,7 @@
 
 Events travel in batches: one AMQP message holds a JSON array of the events a consumer had
 ready to send (often one, many under load), so reporting costs little per task. Readers
-(the demo, tests, the store) take the batch apart with decode_events.
+(the producer's recorder, the demo, tests) take the batch apart with decode_events.
 """
 
 from __future__ import annotations

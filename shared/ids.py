@@ -8,6 +8,16 @@ import uuid
 import uuid_utils
 
 
+def is_task_id(text: str) -> bool:
+    """Whether `text` is shaped like the ids Conveyor gives out (a canonical UUID)."""
+    if len(text) != 36:
+        return False
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
 def new_task_id() -> str:
     """A new, time-sortable task id."""
     return str(uuid_utils.uuid7())

@@ -115,7 +115,10 @@ class WorkerView(WorkerIdentity):
 
 
 class WorkerPage(BaseModel):
+    """Every worker at once: the page shape of every list, `next_cursor` always null."""
+
     items: list[WorkerView]
+    next_cursor: None = None
 
 
 class TaskTypeView(BaseModel):

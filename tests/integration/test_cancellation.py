@@ -45,7 +45,7 @@ async def test_cancelling_a_queued_task_acks_it_unrun_even_for_a_later_consumer(
     marker = (await api.post("/tasks", json={"task": "echo", "payload": {"n": 2}})).json()
     consumer = spawn("consumer")  # starts after the cancellation: it asks for it first
     await wait_status(api, marker["id"], "succeeded")
-    await consumer.wait_log(f"task {queued['id']} was cancelled; acked without running it")
+    await consumer.wait_log(f"{queued['id']}] cancelled (before it ran)")
     assert events.runs_of(queued["id"]) == []
     again = await cancel(api, marker["id"])
     assert again.status_code == 409 and "already succeeded" in again.json()["message"]
@@ -65,7 +65,7 @@ async def test_cancelling_running_tasks_stops_them_and_the_consumer_serves_the_n
         await wait_status(api, running["id"], "running")
         asked = time.monotonic()
         assert (await cancel(api, running["id"])).json()["status"] == "cancelled"
-        await consumer.wait_log(f"task {running['id']} cancelled while running; stopped")
+        await consumer.wait_log(f"{running['id']}] cancelled (stopped while running)")
         assert time.monotonic() - asked < 5  # stopped promptly (async: well under 1 s)
         follower = (await api.post("/tasks", json={"task": "echo", "payload": body})).json()
         assert (await wait_status(api, follower["id"], "succeeded"))["attempts"] == 1

@@ -16,6 +16,7 @@ from conveyor.producer.metrics import ProducerMetrics
 from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter
 from conveyor.producer.waiters import Waiters
+from conveyor.producer.watch import QueuePage
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from conveyor.shared.events import TaskState, make_event
@@ -307,6 +308,48 @@ async def test_unknown_id_is_404_on_every_task_route(client: httpx.AsyncClient) 
             "message": "no task with id 'nope'",
             "details": [],
         }
+
+
+@pytest.mark.parametrize("task_id", ["x" * 300, "%00garbage", "a%2Fb", "%C3%A9" * 40, " "])
+async def test_an_id_of_any_shape_is_404_not_422(client: httpx.AsyncClient, task_id: str) -> None:
+    for reply in (
+        await client.get(f"/tasks/{task_id}"),
+        await client.get(f"/tasks/{task_id}/wait?timeout_s=0"),
+        await client.post(f"/tasks/{task_id}/cancel"),
+    ):
+        assert reply.status_code == 404, (task_id, reply.text)
+        assert reply.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "cursor", ["\x00garbage", "nope", "x" * 300, "0193A8E2-7C1F-7E4A-9D2B-5F0C3B1A2E4D"]
+)
+async def test_an_invalid_cursor_is_422_naming_cursor(
+    client: httpx.AsyncClient, cursor: str
+) -> None:
+    reply = await client.get("/tasks", params={"cursor": cursor})
+    assert reply.status_code == 422, reply.text
+    assert _fields(reply) == ["cursor"]
+
+
+class FakeWorkers:
+    async def list(self) -> list[Any]:
+        return []
+
+
+class FakeWatch:
+    queues = QueuePage(items=[], read_at=1.0)
+
+
+async def test_workers_and_queues_answer_the_page_shape(backend: Backend) -> None:
+    """Every list is {"items": [...], "next_cursor": ...}: whole lists say null."""
+    backend.workers = FakeWorkers()  # type: ignore[assignment]
+    backend.watch = FakeWatch()  # type: ignore[assignment]
+    async with _client(backend) as client:
+        for path in ("/workers", "/queues"):
+            reply = await client.get(path)
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["items"] == [] and reply.json()["next_cursor"] is None
 
 
 async def test_list_is_newest_first_with_cursor_pages_and_filters(

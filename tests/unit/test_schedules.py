@@ -33,7 +33,7 @@ from conveyor.producer.store import TaskStore
 from conveyor.producer.submission import Submitter
 from conveyor.producer.waiters import Waiters
 from conveyor.shared.envelope import TaskMessage
-from conveyor.shared.errors import Conflict, ScheduleFileError
+from conveyor.shared.errors import Conflict, ScheduleFileError, SubmissionError
 from conveyor.shared.ids import tick_task_id
 from tests.support import builtin_catalog
 
@@ -359,6 +359,10 @@ async def test_pages_follow_the_cursor(parts: Parts) -> None:
     assert [s.name for s in first] == ["a", "b"] and cursor == "b"
     rest, cursor = await parts.schedules.page(2, cursor)
     assert [s.name for s in rest] == ["c"] and cursor is None
+    for bad in ("\x00garbage", "-starts-with-a-dash", "x" * 300):
+        with pytest.raises(SubmissionError) as caught:
+            await parts.schedules.page(2, bad)
+        assert caught.value.field == "cursor"
 
 
 async def test_two_leaders_at_once_enqueue_each_tick_once(parts: Parts) -> None:

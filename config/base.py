@@ -66,3 +66,10 @@ class ConveyorSettings(BaseSettings):
         if secrets_dir.is_dir():  # pydantic-settings warns about a missing one
             sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir))
         return tuple(sources)
+
+
+def comma_separated(value: object) -> object:
+    """`a, b,,c` -> ["a", "b", "c"] for list settings given as one env string."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from conveyor.config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings, comma_separated
 
 # Names Conveyor itself uses beside the work queues ({namespace}.dead and the exchanges).
 RESERVED_QUEUE_NAMES = frozenset(
@@ -105,9 +105,7 @@ class BrokerSettings(ConveyorSettings):
     @field_validator("queues", mode="before")
     @classmethod
     def _split_queues(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("queues")
     @classmethod

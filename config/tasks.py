@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
-from conveyor.config.base import ConveyorSettings
+from conveyor.config.base import ConveyorSettings, comma_separated
 
 BUILTIN_TASKS_MODULE = "conveyor.builtin_tasks"
 
@@ -49,9 +49,7 @@ class TaskSettings(ConveyorSettings):
     @field_validator("tasks", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
+        return comma_separated(value)
 
     @field_validator("tasks")
     @classmethod

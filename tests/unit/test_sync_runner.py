@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from conveyor.consumer.child_process import JSONValue
@@ -255,3 +258,46 @@ async def test_close_kills_running_and_idle_children(
     with pytest.raises(ChildDied, match="killed by SIGKILL"):
         await task
     assert await runner.run(add, [4], CTX) == {"sum": 4, "task_id": "t-1"}
+
+
+# A user's task module and the script that started the consumer
+
+
+def test_a_user_task_runs_in_a_child_without_rerunning_the_parents_main(tmp_path: Path) -> None:
+    """The script has no `if __name__ == "__main__"` guard: spawn would run it again in
+    every child (counting twice, or forking forever) unless the parent's `__main__` is hidden."""
+    (tmp_path / "user_tasks.py").write_text(
+        "import logging, os\nfrom conveyor import task\n"
+        "@task\ndef where(n: int) -> dict:\n"
+        "    logging.getLogger('user_tasks').info('ran %d', n)\n"
+        "    return {'pid': os.getpid(), 'n': n}\n"
+    )
+    starts = tmp_path / "starts.txt"
+    (tmp_path / "script.py").write_text(
+        "import asyncio, os\n"
+        f"open({str(starts)!r}, 'a').write('started\\n')\n"
+        "from conveyor.consumer.sync_runner import SyncRunner\n"
+        "from conveyor.shared.tasks import TaskContext\n"
+        "from user_tasks import where\n"
+        "async def main():\n"
+        "    runner = SyncRunner(1, log_setup=('INFO', 'json'))\n"
+        "    ctx = TaskContext('task-42', 'where', 1, 'w-1', 'req-9')\n"
+        "    try:\n"
+        "        result = await runner.run(where.run, {'n': 7}, ctx, 30)\n"
+        "    finally:\n"
+        "        runner.close()\n"
+        "    assert result['pid'] != os.getpid() and result['n'] == 7, result\n"
+        "asyncio.run(main())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "script.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr
+    assert starts.read_text() == "started\n"  # the script ran once: not again in the child
+    [line] = [line for line in run.stderr.splitlines() if '"ran 7"' in line]
+    fields = orjson.loads(line)
+    assert (fields["task_id"], fields["request_id"], fields["worker"]) == (
+        "task-42",
+        "req-9",
+        "w-1",
+    )

@@ -67,3 +67,18 @@ async def test_time_limits_delays_and_idempotency_keys_behave_as_in_the_services
     assert slow.status == TaskStatus.FAILED and slow.error is not None
     assert slow.error.type == "TaskTimedOut"
     assert later.status == TaskStatus.SUCCEEDED
+
+
+async def test_it_reads_no_conveyor_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test suite's environment may point at servers that are not there, or be invalid."""
+    for name, value in {
+        "CONVEYOR_AMQP_URL": "amqp://nobody:secret@10.255.255.1:1/",
+        "CONVEYOR_DATABASE_URL": "not a url",
+        "CONVEYOR_TASKS": "no_such_module",
+        "CONVEYOR_DEFAULT_MAX_RETRIES": "zero",
+    }.items():
+        monkeypatch.setenv(name, value)
+    async with InMemoryConveyor(tasks=["conveyor.builtin_tasks"]) as conveyor:
+        record = await conveyor.submit("echo", {"ok": True})
+        await conveyor.drain()
+        assert (await conveyor.get(record.id)).result == {"ok": True}

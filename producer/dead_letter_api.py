@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from conveyor.producer.dead_letter_store import DeadLetterPage
 from conveyor.producer.dead_letters import DeadLetterDesk
+from conveyor.producer.errors import error_responses
 from conveyor.producer.records import TaskRecord
 from conveyor.producer.store import TaskStore
 from conveyor.shared.errors import TaskNotFound
@@ -46,7 +47,11 @@ def dead_letter_routes(
         requeued, skipped = await desk().requeue_all()
         return Requeued(requeued=requeued, skipped=skipped)
 
-    @router.post("/dead-letters/{task_id}/requeue", response_model=TaskRecord)
+    @router.post(
+        "/dead-letters/{task_id}/requeue",
+        response_model=TaskRecord,
+        responses=error_responses(404, 409),
+    )
     async def requeue_one(task_id: Annotated[str, Path(max_length=200)]) -> TaskRecord:
         """Publish one dead task again: same id, next attempt, a fresh retry budget."""
         await desk().requeue(task_id)

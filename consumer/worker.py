@@ -25,14 +25,15 @@ from aio_pika.abc import (
 )
 
 from conveyor.consumer.checks import RunCheck
-from conveyor.consumer.deliveries import error_info, run_number_of, settle, why
+from conveyor.consumer.deliveries import error_info, run_number_of, why
 from conveyor.consumer.metrics import RunMeter, WorkerMetrics
 from conveyor.consumer.reporter import Reporter
 from conveyor.consumer.retries import Retrier
 from conveyor.consumer.runs import Run, RunReports
+from conveyor.consumer.settlement import DeadLetter, Ending, Report, Settlement
 from conveyor.consumer.sync_runner import SyncRunner
 from conveyor.shared.catalog import Catalog
-from conveyor.shared.envelope import HEADER_TASK, TaskMessage, decode
+from conveyor.shared.envelope import TaskMessage, decode
 from conveyor.shared.errors import (
     InvalidPayload,
     InvalidResult,
@@ -89,7 +90,6 @@ class Worker:
         log_tasks: bool = True,
     ) -> None:
         self.worker_id = worker_id
-        self.stats: Counter[str] = Counter()
         self.metrics = metrics or WorkerMetrics()
         self._connection = connection
         self._reporter = reporter
@@ -105,9 +105,15 @@ class Worker:
         self._cancelled = cancelled
         self._current: dict[str, asyncio.Task[object]] = {}  # task id -> the run's asyncio task
         self._max_result_bytes = max_result_bytes
-        self._log_tasks = log_tasks
         self._runs = RunReports(
             reporter, worker_id, report_running_after_s, ack_after_report=ack_after_report
+        )
+        self._ends = Settlement(
+            reporter=reporter,
+            runs=self._runs,
+            metrics=self.metrics,
+            catalog=catalog,
+            log_tasks=log_tasks,
         )
         self._slots: list[_Slot] = []
         self._running: set[asyncio.Task[object]] = set()
@@ -157,6 +163,11 @@ class Worker:
         await self._reporter.close()
         log.info("worker %s stopped: %s", self.worker_id, dict(self.stats))
 
+    @property
+    def stats(self) -> Counter[str]:
+        """How many deliveries ended how (succeeded, retried, failed, rejected, ...)."""
+        return self._ends.stats
+
     def status(self) -> tuple[list[str], int, int]:
         """(tasks running here now, runs ended, runs ended in an error): for the heartbeat."""
         stats = self.stats
@@ -174,7 +185,7 @@ class Worker:
     async def _on_message(self, message: AbstractIncomingMessage, slot: _Slot) -> None:
         async with slot.lock:
             if self._stopping:
-                await settle(message.nack(requeue=True), message)
+                await self._ends.end(message, Ending.REQUEUED, None)
                 return
             current = asyncio.current_task()
             assert current is not None
@@ -198,9 +209,9 @@ class Worker:
             request_id=task.request_id,
         ):
             if task.id in self._cancelled:
-                self._tell(task, "cancelled (before it ran)")
-                self.stats["cancelled"] += 1
-                await settle(message.ack(), message)
+                await self._ends.end(
+                    message, Ending.CANCELLED, "cancelled (before it ran)", task=task
+                )
                 return
             try:
                 handler = self._lookup(task.task)
@@ -243,18 +254,18 @@ class Worker:
             result = self._checked(await self._call(handler, payload, task, ctx))
         except asyncio.CancelledError:
             meter.end("cancelled")
-            self._runs.end_run(run, None)
             if task.id in self._cancelled and not self._stopping:
                 # Cancelled on request: stopped (a sync task's process killed), acked, the
                 # slot goes on with the next task. The record already says cancelled.
                 current.uncancel()
-                self._tell(task, "cancelled (stopped while running)")
-                self.stats["cancelled"] += 1
-                await settle(message.ack(), message)
+                line = "cancelled (stopped while running)"
+                await self._ends.end(message, Ending.CANCELLED, line, task=task, run=run)
                 return
             # Shutdown outran the grace period: give the task back, don't dead-letter it.
-            log.warning("task %s interrupted by shutdown; requeued", task.id)
-            await settle(message.nack(requeue=True), message)
+            line = "interrupted by shutdown; requeued"
+            await self._ends.end(
+                message, Ending.REQUEUED, line, task=task, level=logging.WARNING, run=run
+            )
             raise
         except Exception as error:
             meter.end("failed")
@@ -263,12 +274,14 @@ class Worker:
         finally:
             self._current.pop(task.id, None)
         meter.end("succeeded")
-        self.metrics.succeeded.labels(task.task).inc()
-        await self._runs.report_end(run, TaskState.SUCCEEDED, result=result)
-        # Ack only after the handler returned: if we crash mid-task, RabbitMQ redelivers it.
-        if await settle(message.ack(), message):
-            self.stats["succeeded"] += 1
-            self._tell(task, f"succeeded in {time.monotonic() - started:.3f} s")
+        await self._ends.end(
+            message,
+            Ending.SUCCEEDED,
+            f"succeeded in {time.monotonic() - started:.3f} s",
+            task=task,
+            run=run,
+            report=Report(TaskState.SUCCEEDED, {"result": result}),
+        )
 
     async def _fail(
         self,
@@ -289,25 +302,35 @@ class Worker:
                 retry_at = await self._retrier.schedule(task, run_number, delay_s)
             except Exception as failure:
                 # Could not schedule it: give the message back; this attempt runs again.
-                log.warning("task %s: could not schedule a retry (%r); requeued", task.id, failure)
-                self._runs.end_run(run, None)
-                await settle(message.nack(requeue=True), message)
+                line = f"{detail}; could not schedule a retry ({failure!r}); requeued"
+                await self._ends.end(
+                    message, Ending.REQUEUED, line, task=task, level=logging.WARNING, run=run
+                )
                 return
-            self.stats["retried"] += 1
-            self.metrics.retried.labels(task.task).inc()
             # A Retry is a control signal, not a failure: INFO, not WARNING.
             level = logging.INFO if isinstance(error, Retry) else logging.WARNING
-            self._tell(task, f"retrying in {delay_s:.3g} s: {detail}", level)
-            await self._runs.report_end(
-                run, TaskState.RETRYING, error=error_info(error), retry_at=retry_at
+            await self._ends.end(
+                message,
+                Ending.RETRYING,
+                f"retrying in {delay_s:.3g} s: {detail}",
+                task=task,
+                level=level,
+                run=run,
+                report=Report(
+                    TaskState.RETRYING, {"error": error_info(error), "retry_at": retry_at}
+                ),
             )
-            await settle(message.ack(), message)
             return
-        self.stats["failed"] += 1
-        self.metrics.failed.labels(task.task).inc()
-        self._tell(task, f"failed: {detail}", logging.WARNING)
-        await self._runs.report_end(run, TaskState.FAILED, error=error_info(error))
-        await self._reject(message, queue, "failed", detail, counted=False)
+        await self._ends.end(
+            message,
+            Ending.FAILED,
+            f"failed: {detail}",
+            task=task,
+            level=logging.WARNING,
+            run=run,
+            report=Report(TaskState.FAILED, {"error": error_info(error)}),
+            dead=DeadLetter(queue, "failed", detail),
+        )
 
     def _retries_left(self, task: TaskMessage, error: Exception) -> bool:
         if self._retrier is None or isinstance(error, PermanentFailure):
@@ -333,7 +356,6 @@ class Worker:
         verdict = await self._run_check.verdict(task.id, bool(message.redelivered))
         if verdict.run:
             return True
-        self.stats["skipped"] += 1
         if verdict.dead_letter:
             await self._reject(
                 message,
@@ -344,24 +366,9 @@ class Worker:
                 task=task,
             )
         else:
-            log.info(
-                "task %s is already %s; acked without running it again",
-                task.id,
-                verdict.finished_as,
-            )
-            await settle(message.ack(), message)
+            line = f"skipped: already {verdict.finished_as}; acked without running it again"
+            await self._ends.end(message, Ending.SKIPPED, line, task=task)
         return False
-
-    def _tell(self, task: TaskMessage | None, outcome: str, level: int = logging.INFO) -> None:
-        """The task's one line saying how this delivery ended, Celery style. Inside the
-        task's log_context, so JSON lines carry its id, name, attempt, worker and request
-        id. CONVEYOR_LOG_TASKS=false drops the INFO ones; warnings always go out."""
-        if level <= logging.INFO and not self._log_tasks:
-            return
-        if task is None:
-            log.log(level, "message %s", outcome)
-        else:
-            log.log(level, "task %s[%s] %s", task.task, task.id, outcome)
 
     def _checked(self, result: JSONValue) -> JSONValue:
         """`result` if the store can keep it: JSON, within CONVEYOR_MAX_RESULT_BYTES."""
@@ -408,21 +415,14 @@ class Worker:
         queue: str,
         reason: str,
         error: str,
-        counted: bool = True,
         task: TaskMessage | None = None,
     ) -> None:
-        """Dead-letter `message` with `reason`: a copy carrying it, else a plain reject."""
-        if counted:
-            self.stats["rejected"] += 1
-        name = (message.headers or {}).get(HEADER_TASK)
-        known = isinstance(name, str) and self._catalog.get(name) is not None
-        self.metrics.dead_lettered.labels(name if known else "unknown").inc()
-        if counted:  # a failed task's line ("failed: ...") was written already
-            outcome = f"dead-lettered: {reason}: {error}"
-            if task is None:
-                outcome = f"{message.message_id} {outcome}"
-            self._tell(task, outcome, logging.WARNING)
-        if await self._reporter.dead_letter(message, queue, reason, error):
-            await settle(message.ack(), message)
-        else:
-            await settle(message.reject(requeue=False), message)
+        """Dead-letter a delivery that cannot run, with `reason`."""
+        await self._ends.end(
+            message,
+            Ending.DEAD_LETTERED,
+            f"dead-lettered: {reason}: {error}",
+            task=task,
+            level=logging.WARNING,
+            dead=DeadLetter(queue, reason, error),
+        )

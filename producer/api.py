@@ -17,7 +17,12 @@ from conveyor.producer.cancellation import Canceller
 from conveyor.producer.dashboard import dashboard_routes
 from conveyor.producer.dead_letter_api import dead_letter_routes
 from conveyor.producer.dead_letters import DeadLetterDesk
-from conveyor.producer.errors import RETRY_AFTER_S, error_response, install_error_handlers
+from conveyor.producer.errors import (
+    RETRY_AFTER_S,
+    error_response,
+    error_responses,
+    install_error_handlers,
+)
 from conveyor.producer.http_guards import BearerAuth, BodyLimit, RateLimit, RequestId
 from conveyor.producer.schedule_api import schedule_routes
 from conveyor.producer.schedule_desk import ScheduleDesk
@@ -118,6 +123,8 @@ def create_app(
         version="0.1.0",
         # Parse JSON bodies whatever Content-Type says: `curl -d` sends form encoding.
         strict_content_type=False,
+        # Any route: a missing token, a bad parameter, the broker or the store away.
+        responses=error_responses(401, 422, 503),
     )
     install_error_handlers(app)
     # The last added runs first: RequestId, BearerAuth, RateLimit, BodyLimit. Every response
@@ -150,7 +157,10 @@ def _submission_routes(access: _Access, max_batch_size: int) -> APIRouter:
         "/tasks",
         status_code=status.HTTP_202_ACCEPTED,
         response_model=TaskRecord,
-        responses={200: {"description": "Known idempotency key: the original task."}},
+        responses={
+            200: {"description": "Known idempotency key: the original task."},
+            **error_responses(400, 413, 429),
+        },
     )
     async def submit_task(body: TaskSubmission, request: Request, response: Response) -> Any:
         """Validate, record and publish one task (202 once the broker confirmed it)."""
@@ -161,7 +171,12 @@ def _submission_routes(access: _Access, max_batch_size: int) -> APIRouter:
             response.status_code = status.HTTP_200_OK
         return record
 
-    @router.post("/tasks/batch", status_code=status.HTTP_202_ACCEPTED, response_model=RecordBatch)
+    @router.post(
+        "/tasks/batch",
+        status_code=status.HTTP_202_ACCEPTED,
+        response_model=RecordBatch,
+        responses=error_responses(400, 413, 429),
+    )
     async def submit_batch(body: BatchSubmission, request: Request) -> Any:
         """Validate all tasks (all-or-nothing), then record and publish them."""
         if len(body.tasks) > max_batch_size:
@@ -192,12 +207,12 @@ def _record_routes(access: _Access) -> APIRouter:
             status=status, task=task, limit=min(limit, MAX_LIST_LIMIT), cursor=cursor
         )
 
-    @router.get("/tasks/{task_id}", response_model=TaskRecord)
+    @router.get("/tasks/{task_id}", response_model=TaskRecord, responses=error_responses(404))
     async def get_task(task_id: TaskId) -> TaskRecord:
         """One task's record."""
         return await access.record(task_id)
 
-    @router.get("/tasks/{task_id}/wait", response_model=TaskRecord)
+    @router.get("/tasks/{task_id}/wait", response_model=TaskRecord, responses=error_responses(404))
     async def wait_task(
         task_id: TaskId,
         timeout_s: Annotated[float, Query(ge=0, description=f"At most {MAX_WAIT_S:g}.")] = 30.0,
@@ -214,7 +229,9 @@ def _record_routes(access: _Access) -> APIRouter:
                 record = await access.record(task_id)
         return record
 
-    @router.post("/tasks/{task_id}/cancel", response_model=TaskRecord)
+    @router.post(
+        "/tasks/{task_id}/cancel", response_model=TaskRecord, responses=error_responses(404, 409)
+    )
     async def cancel_task(task_id: TaskId) -> TaskRecord:
         """Cancel a task that has not finished: a delayed one is never published, a queued
         one is acked unrun, a running one is stopped. 409 if it already finished."""

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from conveyor.producer.dead_letters import DeadLetterDesk
+from conveyor.producer.errors import error_responses
 from conveyor.producer.store import TaskStore
 from conveyor.shared.errors import TaskNotFound
 from conveyor.shared.records import DeadLetterPage, TaskRecord
@@ -45,7 +46,11 @@ def dead_letter_routes(
         requeued, skipped = await desk().requeue_all()
         return Requeued(requeued=requeued, skipped=skipped)
 
-    @router.post("/dead-letters/{task_id}/requeue", response_model=TaskRecord)
+    @router.post(
+        "/dead-letters/{task_id}/requeue",
+        response_model=TaskRecord,
+        responses=error_responses(404, 409),
+    )
     async def requeue_one(task_id: Annotated[str, Path(max_length=200)]) -> TaskRecord:
         """Publish one dead task again: same id, next attempt, a fresh retry budget."""
         await desk().requeue(task_id)

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
@@ -32,6 +33,38 @@ from conveyor.shared.errors import (
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
+
+
+class ErrorDetail(BaseModel):
+    field: str | None = None
+    message: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str
+    message: str
+    details: list[ErrorDetail]
+    task_ids: list[str] | None = None  # publish_unconfirmed only: the tasks kept
+
+
+_WHEN = {
+    400: "The body is not JSON (`malformed_json`).",
+    401: "CONVEYOR_API_TOKENS is set and the request has no valid bearer token.",
+    404: "No such task, schedule or dead letter.",
+    409: "The request conflicts with the current state (see the message).",
+    413: "The request body is over CONVEYOR_MAX_PAYLOAD_BYTES.",
+    422: "A field or query parameter is invalid; `details` name them.",
+    429: "Over CONVEYOR_RATE_LIMIT_PER_S; `Retry-After` says when to try again.",
+    503: "RabbitMQ or the task store is not reachable, or a publish failed; `Retry-After`.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error status codes, each with the error body."""
+    return {code: {"model": ErrorBody, "description": _WHEN[code]} for code in codes}
 
 
 def error_response(

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Path, Query, Response, status
 
+from conveyor.producer.errors import error_responses
 from conveyor.producer.schedule_desk import ScheduleDesk, SchedulePage, ScheduleView
 from conveyor.producer.schedules import NAME_PATTERN, ScheduleDefinition
 from conveyor.shared.errors import BrokerUnavailable
@@ -40,7 +41,7 @@ def schedule_routes(backend: ScheduleBackend) -> APIRouter:
         fires them."""
         return await desk().page(min(limit, MAX_LIST_LIMIT), cursor)
 
-    @router.get("/schedules/{name}", response_model=ScheduleView)
+    @router.get("/schedules/{name}", response_model=ScheduleView, responses=error_responses(404))
     async def get_schedule(name: Name) -> ScheduleView:
         """One schedule with its next run times."""
         return await desk().get(name)
@@ -49,7 +50,7 @@ def schedule_routes(backend: ScheduleBackend) -> APIRouter:
         "/schedules/{name}",
         status_code=status.HTTP_200_OK,
         response_model=ScheduleView,
-        responses={201: {"description": "Created."}},
+        responses={201: {"description": "Created."}, **error_responses(400, 409, 413)},
     )
     async def put_schedule(name: Name, body: ScheduleDefinition, response: Response) -> Any:
         """Create (201) or replace (200) a schedule; 422 naming the field if the cron
@@ -59,18 +60,26 @@ def schedule_routes(backend: ScheduleBackend) -> APIRouter:
             response.status_code = status.HTTP_201_CREATED
         return view
 
-    @router.delete("/schedules/{name}", status_code=status.HTTP_204_NO_CONTENT)
+    @router.delete(
+        "/schedules/{name}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=error_responses(404, 409),
+    )
     async def delete_schedule(name: Name) -> Response:
         """Delete a schedule; tasks it fired already stay."""
         await desk().delete(name)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-    @router.post("/schedules/{name}/pause", response_model=ScheduleView)
+    @router.post(
+        "/schedules/{name}/pause", response_model=ScheduleView, responses=error_responses(404)
+    )
     async def pause_schedule(name: Name) -> ScheduleView:
         """Stop firing until resumed."""
         return await desk().set_paused(name, True)
 
-    @router.post("/schedules/{name}/resume", response_model=ScheduleView)
+    @router.post(
+        "/schedules/{name}/resume", response_model=ScheduleView, responses=error_responses(404)
+    )
     async def resume_schedule(name: Name) -> ScheduleView:
         """Fire again from now on; ticks that fell while paused are not fired."""
         return await desk().set_paused(name, False)

@@ -129,7 +129,7 @@ async def test_a_resent_task_that_already_finished_is_acked_without_running(
     copy = TaskMessage(id=task["id"], task="echo", queue="default", payload={"n": 1})
     await exchange.publish(encode(copy.resend()), routing_key="default")
     await channel.close()
-    await consumer.wait_log(f"task {task['id']} is already succeeded", timeout_s=20)
+    await consumer.wait_log(f"{task['id']}] skipped: already succeeded", timeout_s=20)
     assert consumer.log().count(f"{task['id']}") >= 1
     assert (await api.get(f"/tasks/{task['id']}")).json()["attempts"] == 1
 

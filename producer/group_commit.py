@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # The HTTP batch limit: a group is one multi-row INSERT and one publish_all.
 MAX_GROUP = 1000
+# Groups publishing at once while the next is recorded. Confirms outstanding stay bounded by
+# the callers waiting (one task each); more groups in flight keep the broker's pipeline full
+# while a group's last confirms come in.
+MAX_PUBLISHING = 4
 
 Outcome = tuple[TaskRecord, bool]
 Record = Callable[[Sequence[NewTask]], Awaitable[list[Outcome]]]
@@ -61,6 +65,7 @@ class GroupCommit:
         self._max_group = max_group
         self._waiting: deque[_Waiting] = deque()
         self._flusher: asyncio.Task[None] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def submit(self, entry: NewTask) -> Outcome:
         """Record and publish `entry` with whatever else is waiting.
@@ -76,28 +81,23 @@ class GroupCommit:
         return await item.done
 
     async def _flush(self) -> None:
-        """Record group after group; publish each while the next one is being recorded.
+        """Record group after group, each in one transaction, and start its publish at once:
+        up to MAX_PUBLISHING groups publish while the next is recorded.
 
-        Returns only when nothing waits and nothing is publishing, with no await between that
-        check and the return: a submission arriving meanwhile finds the flusher still running
-        and is taken by it, or finds it done and starts a new one.
+        Returns when nothing waits, with no await between that check and the return: a
+        submission arriving meanwhile finds the flusher running and is taken by it, or finds
+        it done and starts a new one. Publishes run on without it.
         """
-        publishing: asyncio.Task[None] | None = None
         group: list[_Waiting] = []
         try:
-            while True:
-                group = self._take()
-                if not group:
-                    if publishing is None:
-                        return
-                    await publishing
-                    publishing = None
-                    continue
+            while group := self._take():
                 recorded = await self._record_group(group)
                 group = []
-                if publishing is not None:
-                    await publishing  # one publish_all at a time: one confirm window
+                if len(self._publishing) >= MAX_PUBLISHING:
+                    await asyncio.wait(self._publishing, return_when=asyncio.FIRST_COMPLETED)
                 publishing = asyncio.create_task(self._publish_group(recorded))
+                self._publishing.add(publishing)
+                publishing.add_done_callback(self._publishing.discard)
         except BaseException as error:
             # Only a cancelled flusher (the loop shutting down) gets here: nobody is left
             # waiting forever.

@@ -23,8 +23,8 @@ class ProducerSettings(
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
     http_protocol: Literal["auto", "httptools", "h11"] = Field(
         default="auto",
-        description="uvicorn's HTTP/1.1 parser; auto: httptools when installed (the `fast` "
-        "extra and the image have it), else h11.",
+        description="uvicorn's HTTP/1.1 parser; auto: httptools when installed, else h11 "
+        "(bench/http_single.py measured no clear difference, docs/benchmarks.md).",
     )
     publish_timeout_s: float = Field(
         default=5.0,

@@ -102,7 +102,10 @@ class GroupCommit:
             # Only a cancelled flusher (the loop shutting down) gets here: nobody is left
             # waiting forever.
             for item in (*group, *self._waiting):
-                _fail(item, error)
+                if isinstance(error, asyncio.CancelledError):
+                    item.done.cancel()
+                else:
+                    _fail(item, error)
             self._waiting.clear()
             raise
 

@@ -183,3 +183,22 @@ async def test_a_submission_cancelled_before_its_group_is_not_recorded(
     with pytest.raises(asyncio.CancelledError):
         await second
     assert [e.message.payload["n"] for g in store.groups for e in g] == [0]
+
+
+async def test_a_cancelled_flusher_leaves_nobody_waiting() -> None:
+    started = asyncio.Event()
+
+    async def record_forever(entries: Sequence[NewTask]) -> list[Outcome]:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    group = GroupCommit(record_forever, FakePublish())
+    waiting = [asyncio.create_task(group.submit(entry(n))) for n in range(3)]
+    await started.wait()
+    late = asyncio.create_task(group.submit(entry(9)))
+    await asyncio.sleep(0)
+    assert group._flusher is not None
+    group._flusher.cancel()
+    outcomes = await asyncio.gather(*waiting, late, return_exceptions=True)
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)

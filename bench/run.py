@@ -66,11 +66,15 @@ async def bench_loop(cfg: Config, loop: LoopName, children: Children, out: Resul
 
 
 async def cleanup(cfg: Config) -> None:
+    """Delete what the run created on the shared broker and PostgreSQL server."""
+    await cleanup_names(cfg.url, cfg.names, cfg.store, cfg.postgres_url)
+
+
+async def cleanup_names(url: str, names: Names, store: str, postgres_url: str) -> None:
     """Delete every queue and exchange of the run's namespace (the broker is shared), and
     any PostgreSQL database of the run still there (normally each loop dropped its own)."""
-    names = cfg.names
     async with asyncio.timeout(60):
-        connection = await aio_pika.connect(cfg.url)
+        connection = await aio_pika.connect(url)
         async with connection:
             channel = await connection.channel()
             for kind, name in [("queue", q) for q in names.queues()] + [
@@ -86,10 +90,10 @@ async def cleanup(cfg: Config) -> None:
                 except Exception as error:
                     say(f"cleanup: could not delete {kind} {name}: {error!r}")
     say(f"cleanup: deleted the queues and exchanges of {names.namespace}")
-    if cfg.store == "postgres":
+    if store == "postgres":
         for loop in LOOPS:
             try:
-                await drop_postgres(cfg.postgres_url, database_name(names.namespace, loop))
+                await drop_postgres(postgres_url, database_name(names.namespace, loop))
             except Exception as error:
                 say(f"cleanup: could not drop the {loop} database: {error!r}")
 

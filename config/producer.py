@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from conveyor.config.broker import BrokerSettings
@@ -19,6 +21,11 @@ class ProducerSettings(
 
     http_host: str = Field(default="0.0.0.0", description="Address the HTTP API listens on.")
     http_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API.")
+    http_protocol: Literal["auto", "httptools", "h11"] = Field(
+        default="auto",
+        description="uvicorn's HTTP/1.1 parser; auto: httptools when installed, else h11 "
+        "(bench/http_single.py measured no clear difference, docs/benchmarks.md).",
+    )
     publish_timeout_s: float = Field(
         default=5.0,
         gt=0,

@@ -60,6 +60,7 @@ async def serve(settings: ProducerSettings) -> None:
         build_app(settings),
         host=settings.http_host,
         port=settings.http_port,
+        http=settings.http_protocol,
         log_config=None,  # keep our own logging set-up
         access_log=False,
         lifespan="on",

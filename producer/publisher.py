@@ -102,6 +102,13 @@ class Publisher:
         `confirm_window` lanes take tasks in order from one shared iterator: a coroutine per
         lane, not per task, so a large batch doesn't park thousands of tasks on a semaphore.
         """
+        if len(tasks) == 1:
+            # A lone submission (the common case of POST /tasks): one timer, no lanes.
+            try:
+                await self.publish(tasks[0])
+            except Exception as error:
+                return [error]
+            return [None]
         outcomes: list[Exception | None] = [
             PublishFailed(task.id, "not sent: the batch got no confirm in time") for task in tasks
         ]

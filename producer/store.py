@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +20,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Row, bindparam, delete, event, func, select, update
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from conveyor.producer.schema import (
     check_version,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 _RANK = {TaskState.RUNNING: 1, TaskState.RETRYING: 3, TaskState.SUCCEEDED: 3, TaskState.FAILED: 3}
 _FINAL_STATES = (TaskState.SUCCEEDED, TaskState.FAILED)
 APPLY_TRIES = 3
+# A pooled connection idle this long is pinged before use (see _ping_when_idle).
+PING_IDLE_S = 1.0
 
 
 def progress_of(run: int, state: TaskState) -> int:
@@ -67,6 +70,14 @@ class TaskStore:
     def __init__(self, engine: AsyncEngine, max_result_bytes: int) -> None:
         self.engine = engine
         self._max_result_bytes = max_result_bytes
+        # PostgreSQL runs one INSERT statement (executemany included: asyncpg makes it
+        # atomic) as its own transaction: one round trip instead of BEGIN, INSERT, COMMIT.
+        # SQLite's executemany is not atomic without BEGIN: it keeps the transaction.
+        self._insert_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
 
     @classmethod
     async def open(
@@ -105,7 +116,7 @@ class TaskStore:
                     fresh[key] = entry
             try:
                 if fresh:
-                    async with self.engine.begin() as connection:
+                    async with self._insert_engine.begin() as connection:
                         await connection.execute(tasks.insert(), [_row(e) for e in fresh.values()])
             except IntegrityError:
                 continue  # a concurrent submission took a key first: read it, then retry
@@ -357,6 +368,32 @@ def _result_too_large(size: int, limit: int) -> dict[str, str]:
     }
 
 
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection at checkout only if it sat idle for PING_IDLE_S or more.
+
+    SQLAlchemy's pool_pre_ping checks every checkout, and on asyncpg its ping is three round
+    trips (BEGIN, a query, ROLLBACK): more than the INSERT of a submission. A connection used
+    a moment ago is alive as far as a ping can tell; one the server may have dropped while it
+    sat in the pool is checked, and replaced if dead (the pool retries the checkout).
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checked_in(_: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checked_out(
+        connection: DBAPIConnection, record: ConnectionPoolEntry, _: PoolProxiedConnection
+    ) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_S:
+            return
+        try:
+            connection.ping()
+        except Exception as error:
+            raise DisconnectionError(f"pooled connection is dead: {error!r}") from error
+
+
 def _tune_sqlite(connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
     """WAL lets readers run beside the writer; NORMAL sync is safe with WAL and much faster."""
     cursor = connection.cursor()
@@ -475,14 +512,10 @@ async def schema_versions(url: str) -> tuple[int, int]:
 
 
 def _engine(url: str) -> AsyncEngine:
-    engine = create_async_engine(
-        url,
-        json_serializer=json_dumps,
-        json_deserializer=orjson.loads,
-        # A server can drop idle connections; a SQLite file cannot (and the ping costs a
-        # thread round trip per transaction there).
-        pool_pre_ping=not url.startswith("sqlite"),
-    )
+    engine = create_async_engine(url, json_serializer=json_dumps, json_deserializer=orjson.loads)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
+    else:
+        # A server can drop idle connections; a SQLite file cannot.
+        _ping_when_idle(engine)
     return engine

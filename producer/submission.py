@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from conveyor.producer.group_commit import GroupCommit
 from conveyor.producer.metrics import ProducerMetrics
 from conveyor.producer.outbox import PublishedMarks
 from conveyor.producer.publisher import TaskPublisher
@@ -151,6 +152,7 @@ class Submitter:
         self.store = store
         self._marks = marks
         self._metrics = metrics
+        self._group = GroupCommit(self._record, self._publish_each)
 
     def prepare(
         self,
@@ -209,11 +211,11 @@ class Submitter:
             self._entry(item, self.prepare(item, request_id, field_prefix.format(index), task_id))
             for index, (item, task_id) in enumerate(zip(submissions, ids, strict=True))
         ]
-        outcome = await self.store.add(entries)
-        if self._metrics is not None:
-            for entry, (_, created) in zip(entries, outcome, strict=True):
-                if created:
-                    self._metrics.submitted.labels(entry.message.task).inc()
+        if len(entries) == 1:
+            # One task per call (POST /tasks, submit, a schedule's tick): concurrent calls
+            # share a transaction and a confirm window (producer/group_commit.py).
+            return [await self._group.submit(entries[0])]
+        outcome = await self._record(entries)
         fresh = [
             entry.message
             for entry, (_, created) in zip(entries, outcome, strict=True)
@@ -223,8 +225,30 @@ class Submitter:
             await self._publish(fresh)
         return outcome
 
+    async def _record(self, entries: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
+        """Record `entries` in one transaction (see TaskStore.add) and count the new ones."""
+        outcome = await self.store.add(entries)
+        if self._metrics is not None:
+            for entry, (_, created) in zip(entries, outcome, strict=True):
+                if created:
+                    self._metrics.submitted.labels(entry.message.task).inc()
+        return outcome
+
     async def _publish(self, fresh: list[TaskMessage]) -> None:
-        """Publish recorded tasks; keep the records of those the broker has or may have.
+        """Publish a batch's recorded tasks (see `_publish_each`); raise if any failed: the
+        first refusal, or one PublishUnconfirmed naming every task left to the outbox."""
+        errors = [error for error in await self._publish_each(fresh) if error is not None]
+        if not errors:
+            return
+        kept = [error.task_id for error in errors if isinstance(error, PublishUnconfirmed)]
+        if kept:
+            first = next(e for e in errors if isinstance(e, PublishUnconfirmed))
+            raise PublishUnconfirmed(kept[0], first.reason, task_ids=kept)
+        raise errors[0]
+
+    async def _publish_each(self, fresh: list[TaskMessage]) -> list[Exception | None]:
+        """Publish recorded tasks; keep the records of those the broker has or may have;
+        per task, None once confirmed or why not.
 
         A task the broker refused (nacked, unroutable, never sent) loses its record: the client
         is told it was not accepted. One sent but not confirmed keeps its record for the
@@ -242,9 +266,6 @@ class Submitter:
                 self._marks.mark(confirmed)
             else:
                 await self.store.mark_published(confirmed)
-        errors = [error for error in outcomes if error is not None]
-        if not errors:
-            return
         refused = [
             task.id
             for task, error in zip(fresh, outcomes, strict=True)
@@ -253,11 +274,7 @@ class Submitter:
         if refused:
             # Shielded: a cancelled request still cleans up.
             await asyncio.shield(self._discard(refused))
-        kept = [error.task_id for error in errors if isinstance(error, PublishUnconfirmed)]
-        if kept:
-            first = next(e for e in errors if isinstance(e, PublishUnconfirmed))
-            raise PublishUnconfirmed(kept[0], first.reason, task_ids=kept)
-        raise errors[0]
+        return outcomes
 
     async def _discard(self, ids: list[str]) -> None:
         try:

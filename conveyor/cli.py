@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -368,9 +367,9 @@ def main(
 
         run_producer()
     elif args.command == "consumer":
-        # The consumer is its own program (producer and consumer never import each other);
-        # exec keeps one process, so signals reach it directly.
-        os.execv(sys.executable, [sys.executable, "-m", "consumer"])
+        from conveyor.consumer.main import main as run_consumer
+
+        run_consumer()
     elif args.command in API_COMMANDS:
         raise SystemExit(_run_api_command(args, transport))
     elif args.command == "migrate":

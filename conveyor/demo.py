@@ -62,7 +62,7 @@ def _services(env: dict[str, str], consumers: int) -> Iterator[list[subprocess.P
 
     def start(module: str) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", f"conveyor.{module}"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
-from conveyor.shared.records import TaskRecord, TaskStatus
 
 from conveyor.producer.group_commit import GroupCommit, Outcome
 from conveyor.producer.store import NewTask
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import PublishFailed, PublishUnconfirmed
 from conveyor.shared.ids import new_task_id
+from conveyor.shared.records import TaskRecord, TaskStatus
 
 
 def entry(n: int, key: str | None = None, due_at: float | None = None) -> NewTask:

@@ -74,3 +74,18 @@ def test_a_bad_task_module_stops_the_service_with_exit_2_and_one_line(
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("conveyor: ") and says in lines[0], lines
+
+
+@pytest.mark.parametrize("service", ["producer", "consumer"])
+def test_the_cli_starts_each_service(service: str, tmp_path: Path) -> None:
+    """`conveyor producer|consumer` runs the service itself (a bad CONVEYOR_TASKS proves it:
+    the service's own start-up check answers)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "conveyor.cli", service],
+        env={"PATH": "/usr/bin:/bin", "CONVEYOR_TASKS": "no_such_module"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 2 and "cannot import module 'no_such_module'" in run.stderr

@@ -562,3 +562,28 @@ def test_workers_json_prints_them(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     [shown] = orjson.loads(out)
     assert (shown["state"], shown["at_risk"], shown["pid"]) == ("lost", ["t-7"], 42)
+
+
+def _task_types_api(request: httpx.Request) -> httpx.Response:
+    assert request.url.path == "/task-types"
+    item = {
+        "name": "resize_image", "queue": "images", "max_retries": 5, "timeout_s": 120.0,
+        "description": "Resizes an image.", "workers": 0,
+        "payload_schema": {"properties": {"url": {}, "width": {}}, "type": "object"},
+    }  # fmt: skip
+    return httpx.Response(200, json={"items": [item], "next_cursor": None})
+
+
+def test_task_types_lists_each_task_with_its_options_and_workers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, err = run(capsys, ["task-types"], httpx.MockTransport(_task_types_api))
+    assert (code, err) == (0, "")
+    [row] = [line for line in out.splitlines() if "resize_image" in line]
+    for shown in ("images", "5", "120s", "url, width", "Resizes an image."):
+        assert shown in row, (shown, row)
+    code, out, _ = run(capsys, ["task-types", "--json"], httpx.MockTransport(_task_types_api))
+    page = orjson.loads(out)
+    assert code == 0 and page["next_cursor"] is None
+    assert [(t["name"], t["workers"]) for t in page["items"]] == [("resize_image", 0)]

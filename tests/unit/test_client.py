@@ -674,3 +674,36 @@ def test_sync_client_refuses_calls_after_close_and_closes_twice(api: FakeApi) ->
     conveyor.close()
     with pytest.raises(ConveyorError, match="closed"):
         conveyor.list()
+
+
+async def test_submitting_the_task_object_validates_before_any_request() -> None:
+    from conveyor.builtin_tasks import SleepPayload, sleep
+
+    sent: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        body = orjson.loads(request.content)
+        return httpx.Response(202, json=_record_of(body))
+
+    async with ConveyorClient("http://api", transport=httpx.MockTransport(api)) as client:
+        with pytest.raises(InvalidRequest) as refused:
+            await client.submit(sleep, seconds="long")
+        assert refused.value.status == 422 and sent == []
+        assert [d.field for d in refused.value.details] == ["payload.seconds"]
+        await client.submit(sleep, SleepPayload(seconds=1))
+        await client.submit(sleep, seconds=2, queue="slow")
+    bodies = [orjson.loads(request.content) for request in sent]
+    assert bodies == [
+        {"task": "sleep", "payload": {"seconds": 1.0}},
+        {"task": "sleep", "payload": {"seconds": 2.0}, "queue": "slow"},
+    ]
+
+
+def _record_of(body: dict[str, object]) -> dict[str, object]:
+    return {
+        "id": "01a00000-0000-7000-8000-000000000000", "task": body["task"],
+        "queue": body.get("queue", "default"), "status": "queued", "payload": body["payload"],
+        "attempts": 0, "max_retries": 3, "timeout_s": 300.0,
+        "created_at": "2026-12-02T00:00:00Z",
+    }  # fmt: skip

@@ -240,6 +240,37 @@ async def test_store_add_settles_fifty_concurrent_duplicates(database_url: str) 
         await store.close()
 
 
+async def test_store_add_settles_concurrent_batches_with_overlapping_keys(
+    database_url: str,
+) -> None:
+    # A batch that loses a key race is inserted again in full: its first insert must have
+    # left nothing behind (one atomic statement on PostgreSQL, a transaction on SQLite).
+    store = await TaskStore.open(async_database_url(database_url))
+    try:
+
+        async def submit(first: int) -> list[tuple[str, bool]]:
+            entries = [
+                NewTask(
+                    TaskMessage(id=new_task_id(), task="echo", queue="default", payload={}),
+                    3,
+                    300.0,
+                    f"key-{(first + n) % 10}",
+                )
+                for n in range(5)
+            ]
+            return [(record.id, created) for record, created in await store.add(entries)]
+
+        # Three batches: each collision means another batch got in, so the third try succeeds
+        # (TaskStore.add gives up after APPLY_TRIES = 3).
+        outcomes = await asyncio.gather(*(submit(first) for first in (0, 3, 6)))
+        ids = {task_id for batch in outcomes for task_id, _ in batch}
+        assert len(ids) == 10
+        assert sum(created for batch in outcomes for _, created in batch) == 10
+        assert len((await store.list(limit=100)).items) == 10
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("result", [7, "123", 1.5, None, [1, "a"], {"k": {"n": 2**40}}, True])
 async def test_store_keeps_any_json_result_as_it_was(database_url: str, result: Any) -> None:
     store = await TaskStore.open(async_database_url(database_url))

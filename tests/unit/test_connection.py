@@ -114,3 +114,12 @@ def test_quorum_work_queues_ask_for_3_replicas_unless_told_otherwise() -> None:
     unset = Topology("t", quorum_initial_group_size=0).work_queue_arguments()
     assert "x-quorum-initial-group-size" not in unset
     assert "x-quorum-initial-group-size" not in Topology("t", "classic").work_queue_arguments()
+
+
+def test_an_error_quoting_a_url_list_is_redacted_node_by_node() -> None:
+    from conveyor.config import redact_text
+
+    text = "refused: 'amqp://a:pw1@h1:5672/,amqp://b:pw2@h2:5672' (and amqp://h3/)"
+    shown = redact_text(text)
+    assert "pw1" not in shown and "pw2" not in shown
+    assert "amqp://a:***@h1:5672/" in shown and "amqp://b:***@h2:5672" in shown

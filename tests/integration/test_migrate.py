@@ -20,7 +20,7 @@ from tests.support import REPO, ServiceProcess, free_port
 def migrate_command(database_url: str) -> subprocess.CompletedProcess[str]:
     """`conveyor migrate` as an operator runs it (the console script's module)."""
     return subprocess.run(
-        [sys.executable, "-m", "conveyor.producer.cli", "migrate"],
+        [sys.executable, "-m", "conveyor.cli", "migrate"],
         env={**os.environ, "CONVEYOR_DATABASE_URL": database_url},
         capture_output=True,
         text=True,

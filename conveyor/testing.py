@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import traceback
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -32,16 +31,16 @@ from conveyor.client_errors import (
     ErrorDetail,
     InvalidRequest,
     TaskNotFound,
-    invalid_payload,
 )
+from conveyor.consumer.deliveries import error_info
+from conveyor.producer.errors import submission_error_body
 from conveyor.producer.submission import TaskSubmission, prepare_task
-from conveyor.shared.errors import InvalidPayload, PermanentFailure, SubmissionError, TaskTimedOut
+from conveyor.shared.errors import PermanentFailure, SubmissionError, TaskTimedOut
 from conveyor.shared.records import TaskError, TaskRecord, TaskStatus
 from conveyor.shared.task_loader import TaskDefaults, catalog_of, load_tasks
 from conveyor.shared.tasks import Task, TaskContext
 
 WORKER_ID = "in-memory"
-TRACEBACK_CHARS = 2_000
 
 
 class InMemoryConveyor:
@@ -110,12 +109,10 @@ class InMemoryConveyor:
             message = prepare_task(self.catalog, self._queues, submission)
         except ValidationError as error:
             raise _invalid_submission(error) from None
-        except InvalidPayload as error:
-            raise invalid_payload(error) from None
         except SubmissionError as error:
-            code = "unknown_task" if error.field == "task" else "invalid_submission"
-            detail = ErrorDetail(field=error.field, message=error.message, type=error.kind)
-            raise InvalidRequest(422, code, error.message, [detail]) from None
+            code, details = submission_error_body(error)
+            problems = [ErrorDetail.model_validate(detail) for detail in details]
+            raise InvalidRequest(422, code, error.message, problems) from None
         assert message.max_retries is not None and message.timeout_s is not None
         due = submission.due_at(message.created_at.timestamp())
         record = TaskRecord(
@@ -204,11 +201,7 @@ class InMemoryConveyor:
 
     def _failed(self, task_id: str, attempt: int, error: Exception) -> None:
         record = self._records[task_id]
-        info = TaskError(
-            type=type(error).__name__,
-            message=str(error),
-            traceback="".join(traceback.format_exception(error))[-TRACEBACK_CHARS:],
-        )
+        info = TaskError.model_validate(error_info(error))  # as a consumer reports it
         if isinstance(error, PermanentFailure) or attempt > record.max_retries:
             self._update(task_id, status=TaskStatus.FAILED, error=info, finished_at=_now())
             return

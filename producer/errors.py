@@ -106,14 +106,19 @@ async def _request_invalid(request: Request, error: Exception) -> JSONResponse:
 
 async def _submission_invalid(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, SubmissionError)
+    code, details = submission_error_body(error)
+    return error_response(422, code, error.message, details)
+
+
+def submission_error_body(error: SubmissionError) -> tuple[str, list[dict[str, str]]]:
+    """The 422's error code and details for `error` (the API's, and conveyor.testing's)."""
     if isinstance(error, InvalidPayload):
         details = [
             {"field": field, "message": msg, "type": kind} for field, msg, kind in error.errors
         ]
-        return error_response(422, "invalid_payload", error.message, details)
+        return "invalid_payload", details
     code = "unknown_task" if error.field.endswith("task") else "invalid_submission"
-    details = [{"field": error.field, "message": error.message, "type": error.kind}]
-    return error_response(422, code, error.message, details)
+    return code, [{"field": error.field, "message": error.message, "type": error.kind}]
 
 
 async def _broker_unavailable(request: Request, error: Exception) -> JSONResponse:

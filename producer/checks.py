@@ -16,7 +16,7 @@ from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.producer.store import TaskStore
-from conveyor.shared.topology import CHECK_TTL_MS, Topology
+from conveyor.shared.topology import Topology, declare_checks_queue
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,8 @@ class RunChecks:
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=100)
-        # Declared (not just looked up): a robust channel restores only what it declared, and
-        # this queue is not durable, so a broker restart drops it.
-        queue = await self._channel.declare_queue(
-            self._topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS}
-        )
+        # Declared (not just looked up): a robust channel restores only what it declared.
+        queue = await declare_checks_queue(self._channel, self._topology)
         await queue.consume(self._answer, no_ack=True)
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:

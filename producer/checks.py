@@ -5,10 +5,17 @@ RPC: the common path pays nothing, and consumers never open the database. A task
 record is already terminal must not run again; one redelivered more than
 CONVEYOR_MAX_DELIVERIES times must be dead-lettered (classic queues count no deliveries, so
 this count is theirs; quorum queues' own limit acts first); anything else may run.
+
+A redelivered task whose record is not terminal yet may have finished all the same: its
+consumer lost its broker node between the run and the ack, and sends the events again once
+it has reconnected. So the answer waits up to LATE_EVENTS_GRACE_S for the task to be
+announced finished before it says "run" (the consumer asks for 5 s, then once more).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -16,21 +23,31 @@ from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.producer.store import TaskStore
+from conveyor.producer.waiters import Waiters
 from conveyor.shared.topology import Topology, declare_checks_queue
 
 log = logging.getLogger(__name__)
+
+LATE_EVENTS_GRACE_S = 3.0
 
 
 class RunChecks:
     """Consumes `{ns}.checks` and replies `{"task_id", "run", "status"}` to each request."""
 
     def __init__(
-        self, connection: AbstractRobustConnection, topology: Topology, store: TaskStore
+        self,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        store: TaskStore,
+        waiters: Waiters,
+        late_events_grace_s: float = LATE_EVENTS_GRACE_S,
     ) -> None:
         self._max_deliveries = topology.max_deliveries
         self._connection = connection
         self._topology = topology
         self._store = store
+        self._waiters = waiters
+        self._late_events_grace_s = late_events_grace_s
         self._channel: AbstractChannel | None = None
 
     async def start(self) -> None:
@@ -71,7 +88,12 @@ class RunChecks:
         return {"cancelled": await self._store.cancelled_since(since)}
 
     async def _verdict(self, task_id: str, redelivered: bool) -> dict[str, object]:
-        record = await self._store.get(task_id)
+        with self._waiters.watch(task_id) as announced:  # watching before the first read
+            record = await self._store.get(task_id)
+            if redelivered and record is not None and not record.status.terminal:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(announced, self._late_events_grace_s)
+                record = await self._store.get(task_id)
         redeliveries = await self._store.count_redelivery(task_id) if redelivered else 0
         status = None if record is None else record.status
         finished = status is not None and status.terminal

@@ -149,7 +149,7 @@ class ProducerService:
             consuming, self.topology, store, notices.announce, self.metrics.applied
         )
         await self.recorder.start()
-        await RunChecks(consuming, self.topology, store).start()
+        await RunChecks(consuming, self.topology, store, self.waiters).start()
         letters = DeadLetterStore(store.engine)
         await DeadLetterKeeper(consuming, self.topology, letters, store).start()
         self.dead_letters = DeadLetterDesk(letters, store, publisher)

@@ -43,8 +43,8 @@ from conveyor.shared.errors import (
     UndecodableMessage,
     UnknownTask,
 )
-from conveyor.shared.events import TaskState
 from conveyor.shared.logs import log_context
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.tasks import Task, TaskContext
 from conveyor.shared.topology import Topology, declare_work_queue
 from conveyor.shared.wire import DeadLetterReason
@@ -285,7 +285,7 @@ class Worker:
             f"succeeded in {time.monotonic() - started:.3f} s",
             task=task,
             run=run,
-            report=Report(TaskState.SUCCEEDED, {"result": result}),
+            report=Report(TaskStatus.SUCCEEDED, {"result": result}),
         )
 
     async def _fail(
@@ -322,7 +322,7 @@ class Worker:
                 level=level,
                 run=run,
                 report=Report(
-                    TaskState.RETRYING, {"error": error_info(error), "retry_at": retry_at}
+                    TaskStatus.RETRYING, {"error": error_info(error), "retry_at": retry_at}
                 ),
             )
             return
@@ -333,7 +333,7 @@ class Worker:
             task=task,
             level=logging.WARNING,
             run=run,
-            report=Report(TaskState.FAILED, {"error": error_info(error)}),
+            report=Report(TaskStatus.FAILED, {"error": error_info(error)}),
             dead=DeadLetter(queue, DeadLetterReason.FAILED, detail),
         )
 

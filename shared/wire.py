@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeGuard
+from typing import Any, ClassVar, Self, TypeGuard
 
 import orjson
 
@@ -114,21 +114,30 @@ class DeadLetterNote:
 
 
 @dataclass(frozen=True, slots=True)
-class CancelNotice:
-    """Tasks cancelled just now, told to every consumer on the `{ns}.control` fanout."""
+class _TaskIds:
+    """A message that lists task ids under one key of a JSON object."""
 
     task_ids: tuple[str, ...]
+    _key: ClassVar[str]
+    _what: ClassVar[str]  # what the message is, for the errors of decode
 
     def encode(self) -> bytes:
-        return orjson.dumps({"cancel": list(self.task_ids)})
+        return orjson.dumps({self._key: list(self.task_ids)})
 
     @classmethod
-    def decode(cls, body: bytes) -> CancelNotice:
-        data = _json_object(body, "control message")
-        ids = data.get("cancel")
+    def decode(cls, body: bytes) -> Self:
+        ids = _json_object(body, cls._what).get(cls._key)
         if not isinstance(ids, list):
-            raise UndecodableMessage(f"control message has no list 'cancel': {ids!r}")
+            raise UndecodableMessage(f"{cls._what} has no list {cls._key!r}: {ids!r}")
         return cls(tuple(str(task_id) for task_id in ids))
+
+
+@dataclass(frozen=True, slots=True)
+class CancelNotice(_TaskIds):
+    """Tasks cancelled just now, told to every consumer on the `{ns}.control` fanout."""
+
+    _key = "cancel"
+    _what = "control message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,20 +210,11 @@ class RunCheckReply:
 
 
 @dataclass(frozen=True, slots=True)
-class CancelledSinceReply:
+class CancelledSinceReply(_TaskIds):
     """The producers' answer to a CancelledSinceRequest."""
 
-    task_ids: tuple[str, ...]
-
-    def encode(self) -> bytes:
-        return orjson.dumps({"cancelled": list(self.task_ids)})
-
-    @classmethod
-    def decode(cls, body: bytes) -> CancelledSinceReply:
-        ids = _json_object(body, "cancellations reply").get("cancelled")
-        if not isinstance(ids, list):
-            raise UndecodableMessage(f"cancellations reply has no list 'cancelled': {ids!r}")
-        return cls(tuple(str(task_id) for task_id in ids))
+    _key = "cancelled"
+    _what = "cancellations reply"
 
 
 def _json_object(body: bytes, what: str) -> dict[str, Any]:

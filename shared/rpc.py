@@ -4,7 +4,7 @@ The asker consumes the pseudo-queue `amq.rabbitmq.reply-to` (no ack) on a channe
 publishes each request on that same channel with `reply_to` set to it and a fresh
 `correlation_id`; the answerer publishes its reply to the `reply_to` address with the
 request's `correlation_id`. No reply queue is declared: nothing to clean up when an asker
-dies. Used by consumers asking the producers about a task (`{ns}.checks`) and by producer
+dies. Used by consumers asking the producers about a task (`{ns}.run-checks`) and by producer
 replicas asking who leads the scheduler.
 """
 

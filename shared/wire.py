@@ -142,7 +142,7 @@ class CancelNotice(_TaskIds):
 
 @dataclass(frozen=True, slots=True)
 class RunCheckRequest:
-    """A consumer asks `{ns}.checks` whether a task that may have run before should run."""
+    """A consumer asks `{ns}.run-checks` whether a task that may have run before should run."""
 
     task_id: str
     redelivered: bool  # the broker redelivered it (counts against the delivery limit)
@@ -153,7 +153,7 @@ class RunCheckRequest:
 
 @dataclass(frozen=True, slots=True)
 class CancelledSinceRequest:
-    """A consumer starting up asks `{ns}.checks` for the tasks cancelled since `since`."""
+    """A consumer starting up asks `{ns}.run-checks` for the tasks cancelled since `since`."""
 
     since: float  # epoch seconds
 
@@ -162,7 +162,7 @@ class CancelledSinceRequest:
 
 
 def decode_check_request(body: bytes) -> RunCheckRequest | CancelledSinceRequest:
-    """One of the two requests that share `{ns}.checks`, or UndecodableMessage."""
+    """One of the two requests that share `{ns}.run-checks`, or UndecodableMessage."""
     data = _json_object(body, "run check")
     if "cancelled_since" in data:
         since = data["cancelled_since"]

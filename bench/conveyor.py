@@ -23,7 +23,8 @@ from bench.common import CONFIRM_WINDOW, CONVEYOR_QUEUE, Names, child_env
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
 from conveyor.producer.submission import Submitter, TaskSubmission
-from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskState, decode_events
+from conveyor.shared.events import EVENTS_ROUTING_KEY, decode_events
+from conveyor.shared.records import TaskStatus
 
 CONSUMER_ARGV = [sys.executable, "-m", "consumer"]
 
@@ -104,7 +105,7 @@ async def subscribe_succeeded(
     async def on_event(message: AbstractIncomingMessage) -> None:
         at = time.perf_counter()
         for event in decode_events(message.body):
-            if event.state is TaskState.SUCCEEDED:
+            if event.state is TaskStatus.SUCCEEDED:
                 completions[event.task_id] = at
 
     await queue.consume(on_event, no_ack=True)

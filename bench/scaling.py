@@ -49,7 +49,8 @@ from bench.scaling_report import Point, render_table, write_markdown, write_plot
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
 from conveyor.producer.submission import TaskSubmission
-from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskState, decode_events
+from conveyor.shared.events import EVENTS_ROUTING_KEY, decode_events
+from conveyor.shared.records import TaskStatus
 
 CONSUMER_ARGV = [sys.executable, "-m", "conveyor.consumer"]
 QUEUE = "default"
@@ -136,7 +137,7 @@ async def measure(
 
         async def on_event(message: aio_pika.abc.AbstractIncomingMessage) -> None:
             at = time.perf_counter()
-            done.extend(at for e in decode_events(message.body) if e.state is TaskState.SUCCEEDED)
+            done.extend(at for e in decode_events(message.body) if e.state is TaskStatus.SUCCEEDED)
 
         await events.consume(on_event, no_ack=True)
         env = consumer_env(names, plan.url, work / "alive")

@@ -12,11 +12,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
-import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.consumer.checks import RunCheck
+from conveyor.shared.errors import UndecodableMessage
 from conveyor.shared.topology import Topology
+from conveyor.shared.wire import CancelNotice
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,11 @@ class Cancellations:
 
     async def _on_notice(self, message: AbstractIncomingMessage) -> None:
         try:
-            ids = orjson.loads(message.body)["cancel"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            log.warning("ignored a malformed control message: %r", message.body[:200])
+            cancelled = list(CancelNotice.decode(message.body).task_ids)
+        except UndecodableMessage as error:
+            log.warning(
+                "ignored a malformed control message (%s): %r", error.reason, message.body[:200]
+            )
             return
-        cancelled = [str(task_id) for task_id in ids]
         self.add(cancelled)
         self._on_cancel(cancelled)

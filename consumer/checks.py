@@ -7,20 +7,25 @@ the database. No answer in time means "run it": at least once beats never.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-import orjson
-from aio_pika import Message
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustConnection
 
+from conveyor.shared.rpc import RpcClient
 from conveyor.shared.topology import Topology
+from conveyor.shared.wire import (
+    CancelledSinceReply,
+    CancelledSinceRequest,
+    RunCheckReply,
+    RunCheckRequest,
+)
 
 log = logging.getLogger(__name__)
 
-REPLY_TO = "amq.rabbitmq.reply-to"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,74 +50,42 @@ class RunCheck:
         self._connection = connection
         self._topology = topology
         self._timeout_s = timeout_s
-        self._channel: AbstractChannel | None = None
-        self._pending: dict[str, asyncio.Future[dict[str, object]]] = {}
+        self._rpc: RpcClient | None = None
 
     async def start(self) -> None:
-        self._channel = await self._connection.channel(publisher_confirms=False)
-        # declare (passive), not get_queue: a robust channel restores consumers only of
-        # queues it declared, so after a reconnect no reply would arrive.
-        replies = await self._channel.declare_queue(REPLY_TO, passive=True)
-        await replies.consume(self._on_reply, no_ack=True)
+        self._rpc = await RpcClient.open(await self._connection.channel(publisher_confirms=False))
 
     async def verdict(self, task_id: str, redelivered: bool) -> Verdict:
         """Ask the producers about `task_id` (twice: a request or its reply can be lost while
         a connection is being restored); RUN when none answers in time."""
-        request = {"task_id": task_id, "redelivered": redelivered}
+        request = RunCheckRequest(task_id, redelivered).encode()
         try:
             try:
-                reply = await self._ask(request)
+                reply = await self._ask(request, RunCheckReply.decode)
             except TimeoutError:
                 log.info("no answer yet whether task %s already ran; asking again", task_id)
-                reply = await self._ask(request)
+                reply = await self._ask(request, RunCheckReply.decode)
         except Exception as error:
             log.warning(
                 "no producer answered whether task %s already ran (%r); running it", task_id, error
             )
             return RUN
-        if reply.get("run", True) is not False:
+        if reply.run:
             return RUN
-        status = reply.get("status")
-        return Verdict(
-            run=False,
-            finished_as=str(status) if status else None,
-            dead_letter=reply.get("dead_letter") is True,
-        )
+        return Verdict(run=False, finished_as=reply.status, dead_letter=reply.dead_letter)
 
     async def cancelled_since(self, since: float) -> list[str]:
         """Ids of tasks cancelled since `since` (epoch seconds), as the producers know them."""
-        reply = await self._ask({"cancelled_since": since})
-        ids = reply.get("cancelled")
-        return [str(task_id) for task_id in ids] if isinstance(ids, list) else []
+        request = CancelledSinceRequest(since).encode()
+        return list((await self._ask(request, CancelledSinceReply.decode)).task_ids)
 
-    async def _ask(self, request: dict[str, object]) -> dict[str, object]:
+    async def _ask(self, request: bytes, decode: Callable[[bytes], T]) -> T:
         """One RPC to whichever producer reads `{ns}.checks`; TimeoutError if none answers."""
-        assert self._channel is not None, "RunCheck.start() was not awaited"
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                await self._channel.default_exchange.publish(
-                    Message(
-                        orjson.dumps(request),
-                        correlation_id=correlation_id,
-                        reply_to=REPLY_TO,
-                        expiration=self._timeout_s,
-                    ),
-                    routing_key=self._topology.checks_queue,
-                )
-                return await future
-        finally:
-            self._pending.pop(correlation_id, None)
-
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
-        if future is None or future.done():
-            return
-        try:
-            reply = orjson.loads(message.body)
-        except orjson.JSONDecodeError:
-            return
-        if isinstance(reply, dict):
-            future.set_result(reply)
+        assert self._rpc is not None, "RunCheck.start() was not awaited"
+        return await self._rpc.call(
+            self._topology.checks_queue,
+            request,
+            decode,
+            timeout_s=self._timeout_s,
+            expiration_s=self._timeout_s,
+        )

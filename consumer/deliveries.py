@@ -10,6 +10,7 @@ from collections.abc import Awaitable
 from aio_pika.abc import AbstractIncomingMessage
 
 from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.wire import HEADER_DELIVERY_COUNT
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def run_number_of(message: AbstractIncomingMessage, task: TaskMessage) -> int:
     """Which start of its task this delivery is: the starts of earlier attempts, plus this
     message's deliveries (quorum queues count earlier ones in `x-delivery-count`; classic
     queues only say whether it was delivered before)."""
-    count = (message.headers or {}).get("x-delivery-count")
+    count = (message.headers or {}).get(HEADER_DELIVERY_COUNT)
     if isinstance(count, int) and not isinstance(count, bool):
         return task.runs_before + count + 1
     return task.runs_before + (2 if message.redelivered else 1)

@@ -27,13 +27,10 @@ from pamqp.commands import Basic
 
 from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
 from conveyor.shared.topology import Topology
+from conveyor.shared.wire import DeadLetterNote, DeadLetterReason
 
 log = logging.getLogger(__name__)
 
-HEADER_REASON = "x-conveyor-reason"
-HEADER_ERROR = "x-conveyor-error"
-HEADER_DEAD_AT = "x-conveyor-dead-lettered-at"
-HEADER_SOURCE_QUEUE = "x-conveyor-queue"
 MAX_EVENTS_PER_MESSAGE = 500
 # Under load events gather into one message for a while; the while adapts to the load. Each
 # event of the last message adds LINGER_PER_EVENT_S, within [MIN, MAX]: below 200 events/s
@@ -184,19 +181,12 @@ class Reporter:
         await asyncio.gather(self._pump, return_exceptions=True)
 
     async def dead_letter(
-        self, message: AbstractIncomingMessage, queue: str, reason: str, error: str
+        self, message: AbstractIncomingMessage, queue: str, reason: DeadLetterReason, error: str
     ) -> bool:
         """Copy `message` to the dead-letter queue with why; True once the broker confirmed."""
         assert self._dead is not None, "Reporter.start() was not awaited"
         headers: dict[str, Any] = dict(message.headers or {})
-        headers.update(
-            {
-                HEADER_REASON: reason,
-                HEADER_ERROR: error[:2000],
-                HEADER_DEAD_AT: time.time(),
-                HEADER_SOURCE_QUEUE: queue,
-            }
-        )
+        headers.update(DeadLetterNote(reason, error, queue, dead_at=time.time()).encode())
         copy = Message(
             body=message.body,
             headers=headers,

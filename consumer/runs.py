@@ -16,7 +16,8 @@ from typing import Any
 
 from conveyor.consumer.reporter import Reporter
 from conveyor.shared.envelope import TaskMessage
-from conveyor.shared.events import TaskEvent, TaskState, make_event
+from conveyor.shared.events import TaskEvent, make_event
+from conveyor.shared.records import TaskStatus
 
 
 @dataclass(eq=False)
@@ -70,12 +71,12 @@ class RunReports:
         )
         run = Run(event, time.monotonic())
         if self._report_running_after_s <= 0:
-            self._reporter.emit(event(TaskState.RUNNING))
+            self._reporter.emit(event(TaskStatus.RUNNING))
             run.reported = True
         self._runs.add(run)
         return run
 
-    def end_run(self, run: Run | None, state: TaskState | None, **details: Any) -> int:
+    def end_run(self, run: Run | None, state: TaskStatus | None, **details: Any) -> int:
         """Stop tracking `run`; report its final `state`, if any (the event's number)."""
         if run is None:
             return 0
@@ -84,7 +85,7 @@ class RunReports:
             return 0
         return self._reporter.emit(run.event(state, **details))
 
-    async def report_end(self, run: Run | None, state: TaskState, **details: Any) -> None:
+    async def report_end(self, run: Run | None, state: TaskStatus, **details: Any) -> None:
         """Report the run's end; with ack_after_report, wait for the broker's confirm, so a
         task is never acked before its record can learn the outcome."""
         number = self.end_run(run, state, **details)
@@ -98,5 +99,5 @@ class RunReports:
             due = time.monotonic() - self._report_running_after_s
             for run in list(self._runs):
                 if not run.reported and run.started <= due:
-                    self._reporter.emit(run.event(TaskState.RUNNING))
+                    self._reporter.emit(run.event(TaskStatus.RUNNING))
                     run.reported = True

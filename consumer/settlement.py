@@ -20,8 +20,9 @@ from conveyor.consumer.metrics import WorkerMetrics
 from conveyor.consumer.reporter import Reporter
 from conveyor.consumer.runs import Run, RunReports
 from conveyor.shared.catalog import Catalog
-from conveyor.shared.envelope import HEADER_TASK, TaskMessage
-from conveyor.shared.events import TaskState
+from conveyor.shared.envelope import TaskMessage
+from conveyor.shared.records import TaskStatus
+from conveyor.shared.wire import HEADER_TASK, DeadLetterReason
 
 log = logging.getLogger("conveyor.consumer.worker")
 
@@ -43,7 +44,7 @@ class DeadLetter:
     """Where a dead-lettered delivery came from and why it is dead."""
 
     queue: str
-    reason: str
+    reason: DeadLetterReason
     error: str
 
 
@@ -51,7 +52,7 @@ class DeadLetter:
 class Report:
     """The status event that ends a run."""
 
-    state: TaskState
+    state: TaskStatus
     details: dict[str, Any] = field(default_factory=dict)
 
 

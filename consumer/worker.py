@@ -43,10 +43,11 @@ from conveyor.shared.errors import (
     UndecodableMessage,
     UnknownTask,
 )
-from conveyor.shared.events import TaskState
 from conveyor.shared.logs import log_context
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.tasks import Task, TaskContext
 from conveyor.shared.topology import Topology, declare_work_queue
+from conveyor.shared.wire import DeadLetterReason
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ class Worker:
         try:
             task = decode(message, queue)
         except UndecodableMessage as error:
-            await self._reject(message, queue, "undecodable", error.reason)
+            await self._reject(message, queue, DeadLetterReason.UNDECODABLE, error.reason)
             return
         with log_context(
             task_id=task.id,
@@ -217,10 +218,14 @@ class Worker:
                 handler = self._lookup(task.task)
                 payload = self._catalog.validate_payload(task.task, task.payload)
             except UnknownTask as error:
-                await self._reject(message, queue, "unknown_task", error.message, task=task)
+                await self._reject(
+                    message, queue, DeadLetterReason.UNKNOWN_TASK, error.message, task=task
+                )
                 return
             except InvalidPayload as error:
-                await self._reject(message, queue, "invalid_payload", error.message, task=task)
+                await self._reject(
+                    message, queue, DeadLetterReason.INVALID_PAYLOAD, error.message, task=task
+                )
                 return
             await self._run(message, queue, task, handler, payload)
 
@@ -280,7 +285,7 @@ class Worker:
             f"succeeded in {time.monotonic() - started:.3f} s",
             task=task,
             run=run,
-            report=Report(TaskState.SUCCEEDED, {"result": result}),
+            report=Report(TaskStatus.SUCCEEDED, {"result": result}),
         )
 
     async def _fail(
@@ -317,7 +322,7 @@ class Worker:
                 level=level,
                 run=run,
                 report=Report(
-                    TaskState.RETRYING, {"error": error_info(error), "retry_at": retry_at}
+                    TaskStatus.RETRYING, {"error": error_info(error), "retry_at": retry_at}
                 ),
             )
             return
@@ -328,8 +333,8 @@ class Worker:
             task=task,
             level=logging.WARNING,
             run=run,
-            report=Report(TaskState.FAILED, {"error": error_info(error)}),
-            dead=DeadLetter(queue, "failed", detail),
+            report=Report(TaskStatus.FAILED, {"error": error_info(error)}),
+            dead=DeadLetter(queue, DeadLetterReason.FAILED, detail),
         )
 
     def _retries_left(self, task: TaskMessage, error: Exception) -> bool:
@@ -360,7 +365,7 @@ class Worker:
             await self._reject(
                 message,
                 queue,
-                "delivery_limit",
+                DeadLetterReason.DELIVERY_LIMIT,
                 f"delivered more than {self._topology.max_deliveries} times without finishing "
                 "(it keeps crashing or stalling its consumer)",
                 task=task,
@@ -413,7 +418,7 @@ class Worker:
         self,
         message: AbstractIncomingMessage,
         queue: str,
-        reason: str,
+        reason: DeadLetterReason,
         error: str,
         task: TaskMessage | None = None,
     ) -> None:

@@ -29,7 +29,8 @@ from rich.table import Table
 
 from conveyor.config import ProducerSettings, load_settings, redact_url
 from conveyor.shared.connection import connect_plain
-from conveyor.shared.events import TaskState, decode_events
+from conveyor.shared.events import decode_events
+from conveyor.shared.records import TERMINAL_STATUSES, TaskStatus
 from conveyor.shared.topology import Topology
 
 console = Console()
@@ -145,7 +146,7 @@ async def _recorded(client: httpx.AsyncClient, count: int) -> Counter[str]:
             statuses.update(item["status"] for item in page["items"])
             if not (cursor := page["next_cursor"]):
                 break
-        finished = sum(statuses[s] for s in ("succeeded", "failed", "cancelled"))
+        finished = sum(statuses[s] for s in TERMINAL_STATUSES)
         if finished >= count or time.monotonic() > deadline:
             return statuses
         await asyncio.sleep(0.2)
@@ -161,7 +162,7 @@ async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Cou
             async for message in messages:
                 await message.ack()
                 for event in decode_events(message.body):
-                    if event.state is TaskState.RUNNING or event.task_id in done:
+                    if event.state is TaskStatus.RUNNING or event.task_id in done:
                         continue
                     done.add(event.task_id)
                     per_worker[event.worker] += 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
 from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from prometheus_client import Counter
@@ -20,6 +19,7 @@ from conveyor.producer.store import TaskStore
 from conveyor.shared.errors import Conflict, TaskNotFound
 from conveyor.shared.records import TaskRecord, TaskStatus
 from conveyor.shared.topology import Topology
+from conveyor.shared.wire import CancelNotice
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Canceller:
 
     async def _tell_consumers(self, task_id: str) -> None:
         assert self._exchange is not None, "Canceller.start() was not awaited"
-        body = orjson.dumps({"cancel": [task_id]})
+        body = CancelNotice((task_id,)).encode()
         try:
             await self._exchange.publish(
                 Message(body, delivery_mode=DeliveryMode.NOT_PERSISTENT), routing_key=""

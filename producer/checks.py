@@ -18,13 +18,19 @@ import asyncio
 import contextlib
 import logging
 
-import orjson
-from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.producer.store import TaskStore
 from conveyor.producer.waiters import Waiters
+from conveyor.shared.errors import UndecodableMessage
+from conveyor.shared.rpc import send_reply
 from conveyor.shared.topology import Topology, declare_checks_queue
+from conveyor.shared.wire import (
+    CancelledSinceReply,
+    CancelledSinceRequest,
+    RunCheckReply,
+    decode_check_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,32 +68,26 @@ class RunChecks:
         if not request.reply_to:
             return
         try:
-            asked = orjson.loads(request.body)
-            if "cancelled_since" in asked:
-                reply = await self._cancellations(float(asked["cancelled_since"]))
-            else:
-                reply = await self._verdict(str(asked["task_id"]), asked.get("redelivered") is True)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            log.warning("ignored a malformed run check: %r", request.body[:200])
+            asked = decode_check_request(request.body)
+        except UndecodableMessage as error:
+            log.warning("ignored a malformed run check (%s): %r", error.reason, request.body[:200])
             return
+        try:
+            if isinstance(asked, CancelledSinceRequest):
+                reply = await self._cancellations(asked.since)
+            else:
+                reply = await self._verdict(asked.task_id, asked.redelivered)
         except Exception as error:
             # No answer: the consumer waits out its timeout and runs the task (at least once).
             log.warning("could not answer a run check: %r", error)
             return
-        # Not mandatory: RabbitMQ counts a direct reply-to address as no queue, so it would
-        # return every reply it delivers (aiormq logs each as an ERROR). A reply to an asker
-        # that is gone is lost either way; the asker's timeout covers that.
-        await self._channel.default_exchange.publish(
-            Message(orjson.dumps(reply), correlation_id=request.correlation_id),
-            routing_key=request.reply_to,
-            mandatory=False,
-        )
+        await send_reply(self._channel, request, reply)
 
-    async def _cancellations(self, since: float) -> dict[str, object]:
+    async def _cancellations(self, since: float) -> bytes:
         """Tasks cancelled lately: a consumer starting up acks them unrun if it meets them."""
-        return {"cancelled": await self._store.cancelled_since(since)}
+        return CancelledSinceReply(tuple(await self._store.cancelled_since(since))).encode()
 
-    async def _verdict(self, task_id: str, redelivered: bool) -> dict[str, object]:
+    async def _verdict(self, task_id: str, redelivered: bool) -> bytes:
         with self._waiters.watch(task_id) as announced:  # watching before the first read
             record = await self._store.get(task_id)
             if redelivered and record is not None and not record.status.terminal:
@@ -98,9 +98,9 @@ class RunChecks:
         status = None if record is None else record.status
         finished = status is not None and status.terminal
         dead_letter = not finished and redeliveries > self._max_deliveries
-        return {
-            "task_id": task_id,
-            "run": not finished and not dead_letter,
-            "status": status,
-            "dead_letter": dead_letter,
-        }
+        return RunCheckReply(
+            task_id=task_id,
+            run=not finished and not dead_letter,
+            status=status,
+            dead_letter=dead_letter,
+        ).encode()

@@ -20,8 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from conveyor.producer.schema import dead_letters, tasks
 from conveyor.shared.errors import SubmissionError
 from conveyor.shared.records import TERMINAL_VALUES, DeadLetterPage, DeadLetterView, TaskStatus
-
-HANDLER_FAILED = "failed"  # the dead-letter reason of a task whose handler raised
+from conveyor.shared.wire import DeadLetterReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +70,7 @@ class DeadLetterStore:
         error = {"type": "DeadLettered", "message": f"{letter.reason}: {letter.error or ''}"}
         async with self._engine.begin() as connection:
             await connection.execute(statement)
-            if letter.reason == HANDLER_FAILED:
+            if letter.reason == DeadLetterReason.FAILED:
                 return
             await connection.execute(
                 update(tasks)

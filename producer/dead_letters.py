@@ -21,22 +21,22 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from conveyor.producer.dead_letter_store import DeadLetter, DeadLetterStore
 from conveyor.producer.publisher import TaskPublisher
 from conveyor.producer.store import TaskStore
-from conveyor.shared.envelope import HEADER_ATTEMPT, HEADER_RUNS, HEADER_TASK, decode
+from conveyor.shared.envelope import decode
 from conveyor.shared.errors import Conflict, TaskNotFound, UndecodableMessage
 from conveyor.shared.topology import Topology
+from conveyor.shared.wire import (
+    DEAD_LETTER_HEADERS,
+    HEADER_ATTEMPT,
+    HEADER_RUNS,
+    HEADER_TASK,
+    DeadLetterNote,
+    DeadLetterReason,
+    is_conveyor_header,
+    lenient_int,
+    lenient_text,
+)
 
 log = logging.getLogger(__name__)
-
-HEADER_REASON = "x-conveyor-reason"
-HEADER_ERROR = "x-conveyor-error"
-HEADER_SOURCE_QUEUE = "x-conveyor-queue"
-# Headers that describe the dead-lettering, not the task: dropped when it is requeued.
-_DEAD_LETTER_HEADERS = {
-    HEADER_REASON,
-    HEADER_ERROR,
-    HEADER_SOURCE_QUEUE,
-    "x-conveyor-dead-lettered-at",
-}
 
 
 class NotRequeueable(Conflict):
@@ -80,40 +80,34 @@ class DeadLetterKeeper:
 
     async def _letter_of(self, message: AbstractIncomingMessage) -> DeadLetter:
         headers = dict(message.headers or {})
-        death = _first_death(headers)
-        reason = _text(headers.get(HEADER_REASON)) or _text(death.get("reason")) or "unknown"
-        error = _text(headers.get(HEADER_ERROR))
-        if reason == "delivery_limit" and not error:
+        note = DeadLetterNote.decode(headers)
+        reason, error, queue = note.reason, note.error, note.queue
+        if reason == DeadLetterReason.DELIVERY_LIMIT and not error:
             error = (
                 f"delivered more than {self._topology.max_deliveries} times without finishing "
                 "(it keeps crashing or stalling its consumer)"
             )
-        queue = _text(headers.get(HEADER_SOURCE_QUEUE)) or _text(death.get("queue")) or None
         if queue and queue.startswith(f"{self._topology.namespace}."):
             queue = queue.removeprefix(f"{self._topology.namespace}.")
         task_id = message.message_id or f"unidentified-{uuid.uuid4()}"
         record = await self._store.get(task_id)
-        attempts = max(record.attempts if record else 0, _int(headers.get(HEADER_ATTEMPT)))
-        if reason == "delivery_limit":
+        attempts = max(record.attempts if record else 0, lenient_int(headers.get(HEADER_ATTEMPT)))
+        if reason == DeadLetterReason.DELIVERY_LIMIT:
             # Every delivery started the task (prefetch 1): the first and max_deliveries more,
             # after the runs of its earlier retries. A task that crashes its consumer at once
             # reports none of these starts itself.
-            starts = _int(headers.get(HEADER_RUNS)) + self._topology.max_deliveries + 1
+            starts = lenient_int(headers.get(HEADER_RUNS)) + self._topology.max_deliveries + 1
             attempts = max(attempts, starts)
         return DeadLetter(
             task_id=task_id,
-            task=_text(headers.get(HEADER_TASK)) or None,
+            task=lenient_text(headers.get(HEADER_TASK)) or None,
             queue=queue,
             reason=reason,
             error=error,
             attempts=attempts,
             dead_lettered_at=time.time(),
             body=message.body,
-            headers={
-                k: _plain(v)
-                for k, v in headers.items()
-                if k.startswith("x-conveyor-") or k == "x-request-id"
-            },
+            headers={k: _plain(v) for k, v in headers.items() if is_conveyor_header(k)},
             content_type=message.content_type,
         )
 
@@ -135,7 +129,7 @@ class DeadLetterDesk:
             raise TaskNotFound(task_id)
         if letter.queue is None:
             raise NotRequeueable(f"dead letter {task_id!r} names no queue; purge it instead")
-        headers = {k: v for k, v in letter.headers.items() if k not in _DEAD_LETTER_HEADERS}
+        headers = {k: v for k, v in letter.headers.items() if k not in DEAD_LETTER_HEADERS}
         original = Message(
             letter.body, headers=headers, message_id=task_id, content_type=letter.content_type
         )
@@ -171,20 +165,6 @@ class DeadLetterDesk:
         return requeued, skipped
 
 
-def _first_death(headers: dict[str, Any]) -> dict[str, Any]:
-    """The newest x-death entry the broker added (e.g. reason delivery_limit)."""
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        return deaths[0]
-    return {}
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else ""
-
-
 def _plain(value: Any) -> Any:
     """A header value as JSON can hold it."""
     if isinstance(value, bytes):
@@ -192,8 +172,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def _int(value: object) -> int:
-    """An integer header's value; 0 when missing or not an integer."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -28,10 +28,8 @@ import logging
 import os
 import secrets
 import socket
-import uuid
 from typing import Protocol
 
-from aio_pika import Message
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -41,11 +39,11 @@ from aiormq.exceptions import ChannelLockedResource, PublishError
 
 from conveyor.config import BrokerSettings
 from conveyor.shared.connection import connect_plain
+from conveyor.shared.rpc import RpcClient, send_reply
 from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
 
-REPLY_TO = "amq.rabbitmq.reply-to"
 ASK_TIMEOUT_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 
@@ -83,8 +81,7 @@ class Leadership:
         self._heartbeat_s = max(1, int(timeout_s / 3))
         self._connection: AbstractConnection | None = None
         self._lead_channel: AbstractChannel | None = None
-        self._ask_channel: AbstractChannel | None = None
-        self._pending: dict[str, asyncio.Future[str]] = {}
+        self._asker: RpcClient | None = None
         self._opening = asyncio.Lock()
         self._leading = asyncio.Event()
         self._lost = asyncio.Event()
@@ -147,7 +144,7 @@ class Leadership:
         if self.leading:
             await self._check_still_leading()
             return
-        # Confirms on, and replies go out without `mandatory` (see _answer): an unconfirmed
+        # Confirms on, and replies go out without `mandatory` (see send_reply): an unconfirmed
         # channel logs every returned message as an ERROR.
         channel = await connection.channel(publisher_confirms=True)
         try:
@@ -200,10 +197,10 @@ class Leadership:
         self._leading.clear()
         self._lost.clear()
         connection, self._connection = self._connection, None
-        self._lead_channel = self._ask_channel = None
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(TimeoutError())
+        self._lead_channel = None
+        asker, self._asker = self._asker, None
+        if asker is not None:
+            asker.abandon()
         if connection is not None and not connection.is_closed:
             try:
                 await connection.close()
@@ -213,46 +210,26 @@ class Leadership:
     async def _answer(self, message: AbstractIncomingMessage) -> None:
         """Tell whoever asks that this replica leads."""
         channel = self._lead_channel
-        if not message.reply_to or channel is None or not self.leading:
+        if channel is None or not self.leading:
             return
-        # Not mandatory: RabbitMQ counts a direct reply-to address as no queue and returns
-        # every such reply, delivered or not; an asker that is gone times out anyway.
-        await channel.default_exchange.publish(
-            Message(self.replica_id.encode(), correlation_id=message.correlation_id),
-            routing_key=message.reply_to,
-            mandatory=False,
-        )
+        await send_reply(channel, message, self.replica_id.encode())
 
     async def _ask(self) -> str:
         """One RPC to the leader queue's holder; PublishError if there is no such queue."""
-        channel = await self._asking_channel()
-        correlation_id = uuid.uuid4().hex
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
-        try:
-            async with asyncio.timeout(ASK_TIMEOUT_S):
-                await channel.default_exchange.publish(
-                    Message(b"", correlation_id=correlation_id, reply_to=REPLY_TO),
-                    routing_key=self._queue_name,
-                    mandatory=True,
-                )
-                return await future
-        finally:
-            self._pending.pop(correlation_id, None)
+        asker = await self._asking_client()
+        return await asker.call(self._queue_name, b"", _replica_id, timeout_s=ASK_TIMEOUT_S)
 
-    async def _asking_channel(self) -> AbstractChannel:
+    async def _asking_client(self) -> RpcClient:
         async with self._opening:  # concurrent requests share one channel
-            if self._ask_channel is not None and not self._ask_channel.is_closed:
-                return self._ask_channel
+            if self._asker is not None and not self._asker.channel.is_closed:
+                return self._asker
             if self._connection is None or self._connection.is_closed:
                 raise TimeoutError("not connected")
             channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
-            replies = await channel.declare_queue(REPLY_TO, passive=True)
-            await replies.consume(self._on_reply, no_ack=True)
-            self._ask_channel = channel
-            return channel
+            self._asker = await RpcClient.open(channel)
+            return self._asker
 
-    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        future = self._pending.get(message.correlation_id or "")
-        if future is not None and not future.done():
-            future.set_result(message.body.decode(errors="replace"))
+
+def _replica_id(body: bytes) -> str:
+    """The leader's answer: its replica id."""
+    return body.decode(errors="replace")

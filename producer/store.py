@@ -34,21 +34,25 @@ from conveyor.producer.schema import (
 )
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import SubmissionError
-from conveyor.shared.events import TaskEvent, TaskState
+from conveyor.shared.events import TaskEvent
 from conveyor.shared.ids import is_task_id
 from conveyor.shared.records import TERMINAL_VALUES, TaskError, TaskPage, TaskRecord, TaskStatus
 
 log = logging.getLogger(__name__)
 
 # A run starts (running) and ends one way: retrying, succeeded or failed.
-_RANK = {TaskState.RUNNING: 1, TaskState.RETRYING: 3, TaskState.SUCCEEDED: 3, TaskState.FAILED: 3}
-_FINAL_STATES = (TaskState.SUCCEEDED, TaskState.FAILED)
+_RANK = {
+    TaskStatus.RUNNING: 1,
+    TaskStatus.RETRYING: 3,
+    TaskStatus.SUCCEEDED: 3,
+    TaskStatus.FAILED: 3,
+}
 APPLY_TRIES = 3
 # A pooled connection idle this long is pinged before use (see _ping_when_idle).
 PING_IDLE_S = 1.0
 
 
-def progress_of(run: int, state: TaskState) -> int:
+def progress_of(run: int, state: TaskStatus) -> int:
     """The ordering key of an event: later runs first, then the state within a run."""
     return run * 4 + _RANK[state]
 
@@ -325,16 +329,15 @@ class TaskStore:
                 if attempt == APPLY_TRIES or error.connection_invalidated:
                     raise
                 log.info("applying %d events lost a race (%s); retrying", len(params), error)
-        return {e.task_id for e in events if e.state in _FINAL_STATES}
+        return {e.task_id for e in events if e.state.terminal}
 
     def _params(self, event: TaskEvent) -> dict[str, Any]:
         state, result, error = event.state, event.result, event.error
-        if state is TaskState.SUCCEEDED:
+        if state is TaskStatus.SUCCEEDED:
             size = len(orjson.dumps(result))
             if size > self._max_result_bytes:
-                state, result = TaskState.FAILED, None
+                state, result = TaskStatus.FAILED, None
                 error = _result_too_large(size, self._max_result_bytes)
-        terminal = state in _FINAL_STATES
         return {
             "b_id": event.task_id,
             "b_progress": progress_of(event.run, state),
@@ -342,10 +345,10 @@ class TaskStore:
             "b_run": event.run,
             "b_worker": event.worker,
             "b_started_at": event.started_at or event.at,
-            "b_finished_at": event.at if terminal else None,
-            "b_result": result if state is TaskState.SUCCEEDED else None,
-            "b_error": error if state in (TaskState.FAILED, TaskState.RETRYING) else None,
-            "b_next_attempt_at": event.retry_at if state is TaskState.RETRYING else None,
+            "b_finished_at": event.at if state.terminal else None,
+            "b_result": result if state is TaskStatus.SUCCEEDED else None,
+            "b_error": error if state in (TaskStatus.FAILED, TaskStatus.RETRYING) else None,
+            "b_next_attempt_at": event.retry_at if state is TaskStatus.RETRYING else None,
         }
 
     # Retention -------------------------------------------------------------------------

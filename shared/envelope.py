@@ -1,8 +1,8 @@
-"""The wire format, in one place: encode(task) -> AMQP message, decode(message) -> task.
+"""The task message: encode(task) -> AMQP message, decode(message) -> task.
 
 Envelope v1: AMQP `message_id` = task id, `content_type` application/json, persistent,
-`timestamp`; headers carry the task name, attempt, schema version and run options; the body
-is the payload as JSON (orjson).
+`timestamp`; headers (named in wire.py, with the rest of the wire contract) carry the task
+name, attempt, schema version and run options; the body is the payload as JSON (orjson).
 """
 
 from __future__ import annotations
@@ -17,20 +17,21 @@ from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractMessage
 
 from conveyor.shared.errors import UndecodableMessage
+from conveyor.shared.wire import (
+    HEADER_ATTEMPT,
+    HEADER_MAX_RETRIES,
+    HEADER_QUEUED_AT,
+    HEADER_REQUEST_ID,
+    HEADER_RESENT,
+    HEADER_RETRY_BASE,
+    HEADER_RUNS,
+    HEADER_TASK,
+    HEADER_TIMEOUT_S,
+    HEADER_VERSION,
+)
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
-
-HEADER_TASK = "x-conveyor-task"
-HEADER_ATTEMPT = "x-conveyor-attempt"
-HEADER_VERSION = "x-conveyor-version"
-HEADER_MAX_RETRIES = "x-conveyor-max-retries"
-HEADER_TIMEOUT_S = "x-conveyor-timeout-s"
-HEADER_REQUEST_ID = "x-request-id"
-HEADER_RESENT = "x-conveyor-resent"
-HEADER_RUNS = "x-conveyor-runs"
-HEADER_RETRY_BASE = "x-conveyor-retry-base"
-HEADER_QUEUED_AT = "x-conveyor-queued-at"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,6 @@
-"""Conveyor's exception tree: every error a caller may want to catch derives from ConveyorError.
+"""Conveyor's exception tree: every error a caller may want to catch derives from ConveyorError,
+defined here or, for an error of one module, next to it (e.g. TaskLoadError in task_loader.py,
+the HTTP client's ApiError in conveyor/client_errors.py).
 
 (Not quite everything raised: pydantic validators raise ValueError, as pydantic expects, and
 internal retry loops pass on the TimeoutError or ConnectionError they retry on.)

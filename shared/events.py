@@ -2,7 +2,8 @@
 
 Events travel in batches: one AMQP message holds a JSON array of the events a consumer had
 ready to send (often one, many under load), so reporting costs little per task. Readers
-(the producer's recorder, the demo, tests) take the batch apart with decode_events.
+(the producer's recorder, the demo, the benchmarks, tests) take the batch apart with
+decode_events. An event's status is a TaskStatus (records.py), one of EVENT_STATUSES.
 """
 
 from __future__ import annotations
@@ -10,21 +11,18 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from conveyor.shared.errors import UndecodableMessage
+from conveyor.shared.records import TaskStatus
 
-
-class TaskState(StrEnum):
-    """States a consumer reports; the store orders them by (run, state)."""
-
-    RUNNING = "running"
-    RETRYING = "retrying"  # this attempt failed; the next one is scheduled (`retry_at`)
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
+# The statuses a consumer reports (`retrying`: this attempt failed, the next one is
+# scheduled at `retry_at`); the store orders them by (run, status).
+EVENT_STATUSES = frozenset(
+    {TaskStatus.RUNNING, TaskStatus.RETRYING, TaskStatus.SUCCEEDED, TaskStatus.FAILED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +31,7 @@ class TaskEvent:
 
     task_id: str
     task: str
-    state: TaskState
+    state: TaskStatus  # one of EVENT_STATUSES
     attempt: int
     worker: str
     at: float  # seconds since the epoch, from the consumer's clock
@@ -50,7 +48,7 @@ class TaskEvent:
 def make_event(
     task_id: str,
     task: str,
-    state: TaskState,
+    state: TaskStatus,
     attempt: int,
     worker: str,
     *,
@@ -91,6 +89,13 @@ def decode_events(body: bytes) -> list[TaskEvent]:
     try:
         data = orjson.loads(body)
         items = data if isinstance(data, list) else [data]
-        return [TaskEvent(**{**item, "state": TaskState(item["state"])}) for item in items]
+        return [TaskEvent(**{**item, "state": _event_status(item["state"])}) for item in items]
     except (ValueError, TypeError, KeyError) as error:
         raise UndecodableMessage(f"not a task event: {error}") from None
+
+
+def _event_status(value: str) -> TaskStatus:
+    status = TaskStatus(value)
+    if status not in EVENT_STATUSES:
+        raise ValueError(f"{value!r} is no status a consumer reports")
+    return status

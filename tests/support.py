@@ -27,7 +27,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from conveyor.config.tasks import BUILTIN_TASKS_MODULE
 from conveyor.shared.catalog import Catalog
-from conveyor.shared.events import TaskEvent, TaskState, decode_events
+from conveyor.shared.events import TaskEvent, decode_events
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.task_loader import TEST_TASKS_MODULE, catalog_of, load_tasks
 from conveyor.shared.topology import Topology, all_retry_delays_ms
 
@@ -140,12 +141,12 @@ class EventLog:
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         self.events.extend(decode_events(message.body))
 
-    def of_state(self, state: TaskState) -> list[TaskEvent]:
+    def of_state(self, state: TaskStatus) -> list[TaskEvent]:
         return [event for event in self.events if event.state is state]
 
     def runs_of(self, task_id: str) -> list[TaskEvent]:
         """The `running` events of one task, in order: one per delivery."""
-        return [e for e in self.of_state(TaskState.RUNNING) if e.task_id == task_id]
+        return [e for e in self.of_state(TaskStatus.RUNNING) if e.task_id == task_id]
 
     async def wait_started(self, task_id: str, timeout_s: float = 20) -> TaskEvent:
         """Wait for the first `running` event of `task_id` and return it."""
@@ -153,14 +154,14 @@ class EventLog:
         return self.runs_of(task_id)[0]
 
     def finished_ids(self) -> set[str]:
-        return {e.task_id for e in self.events if e.state is not TaskState.RUNNING}
+        return {e.task_id for e in self.events if e.state is not TaskStatus.RUNNING}
 
     def succeeded_count(self) -> Counter[str]:
         """task id -> how many succeeded events it got."""
-        return Counter(e.task_id for e in self.of_state(TaskState.SUCCEEDED))
+        return Counter(e.task_id for e in self.of_state(TaskStatus.SUCCEEDED))
 
     def succeeded_by_worker(self) -> Counter[str]:
-        return Counter(e.worker for e in self.of_state(TaskState.SUCCEEDED))
+        return Counter(e.worker for e in self.of_state(TaskStatus.SUCCEEDED))
 
     async def wait_finished(self, ids: set[str] | int, timeout_s: float) -> None:
         """Wait until every task in `ids` (or that many tasks) has a terminal event."""

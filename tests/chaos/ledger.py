@@ -17,11 +17,12 @@ from collections.abc import Iterable
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
-from conveyor.shared.events import TaskEvent, TaskState, decode_events
+from conveyor.shared.events import TaskEvent, decode_events
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from tests.support import wait_until
 
-_EventKey = tuple[str, TaskState, int, str, float | None]
+_EventKey = tuple[str, TaskStatus, int, str, float | None]
 
 
 class EventLedger:
@@ -85,13 +86,13 @@ class EventLedger:
                 continue
             self._seen.add(key)
             self.events.append(event)
-            if event.state in (TaskState.SUCCEEDED, TaskState.FAILED):
+            if event.state.terminal:
                 self._terminal.add(event.task_id)
         await message.ack()
 
     def runs_of(self, task_id: str) -> list[TaskEvent]:
         """The `running` events of `task_id`: one per start that lasted long enough."""
-        return [e for e in self.events if e.task_id == task_id and e.state is TaskState.RUNNING]
+        return [e for e in self.events if e.task_id == task_id and e.state is TaskStatus.RUNNING]
 
     async def wait_running(self, task_id: str, timeout_s: float) -> TaskEvent:
         """The first `running` event of `task_id`, once it arrived."""
@@ -104,7 +105,7 @@ class EventLedger:
 
     def succeeded_runs(self) -> Counter[str]:
         """task id -> how many runs of it completed (ran to `succeeded`)."""
-        return Counter(e.task_id for e in self.events if e.state is TaskState.SUCCEEDED)
+        return Counter(e.task_id for e in self.events if e.state is TaskStatus.SUCCEEDED)
 
     def ran_twice(self, ids: Iterable[str]) -> int:
         """How many of `ids` completed more than once (at-least-once delivery at work)."""

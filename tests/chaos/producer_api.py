@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
+from conveyor.shared.records import TERMINAL_STATUSES
 from tests.support import ServiceProcess, wait_until
 
 UNFINISHED = ("queued", "running", "retrying")
-TERMINAL = ("succeeded", "failed", "cancelled")
 PAGE = 500
 
 
@@ -91,7 +91,7 @@ async def wait_record(
 ) -> dict[str, Any]:
     """The record once it shows `status` (long-polls the wait endpoint for terminal ones)."""
     record: dict[str, Any] = {}
-    wait = status in TERMINAL
+    wait = status in TERMINAL_STATUSES
 
     async def reached() -> bool:
         nonlocal record

@@ -20,10 +20,11 @@ import aio_pika
 import httpx
 import pytest
 
+from conveyor.shared.records import TERMINAL_STATUSES
 from conveyor.shared.topology import Topology
 from tests.chaos.cluster import RabbitCluster, rabbit_cluster
 from tests.chaos.ledger import EventLedger
-from tests.chaos.producer_api import TERMINAL, all_records, settled
+from tests.chaos.producer_api import all_records, settled
 from tests.chaos.summary import ChaosRow, ChaosSummary
 from tests.support import (
     RabbitNode,
@@ -269,7 +270,7 @@ async def account(
     in_time = await settled(api, len(ids), timeout_s=60)
     records = await all_records(api)
     final = {record["id"]: record for record in records}
-    row.lost = sum(1 for i in ids if final.get(i, {}).get("status") not in TERMINAL)
+    row.lost = sum(1 for i in ids if final.get(i, {}).get("status") not in TERMINAL_STATUSES)
     row.redelivered = sum(1 for i in ids if i in final and final[i]["attempts"] > 1)
     row.duplicates = ledger.ran_twice(ids)
     ran = {e.result["n"] for e in ledger.events if e.task == "echo" and e.result}

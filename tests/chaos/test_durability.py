@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractConnection
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
 from conveyor.producer.submission import TaskSubmission
-from conveyor.shared.events import TaskState
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from tests.support import (
     EventLog,
@@ -77,8 +77,8 @@ def assert_each_succeeded_once(events: EventLog, ids: set[str]) -> None:
     succeeded = events.succeeded_count()
     assert set(succeeded) == ids
     assert all(count == 1 for count in succeeded.values()), succeeded.most_common(3)
-    assert events.of_state(TaskState.FAILED) == []
-    done = [e for e in events.of_state(TaskState.SUCCEEDED) if e.task_id in ids]
+    assert events.of_state(TaskStatus.FAILED) == []
+    done = [e for e in events.of_state(TaskStatus.SUCCEEDED) if e.task_id in ids]
     assert not any(e.redelivered for e in done)  # each ran once, on its first delivery
 
 
@@ -111,7 +111,7 @@ async def test_100_confirmed_tasks_survive_a_broker_restart_and_each_succeeds_on
     await events.wait_finished(ids, timeout_s=60)
 
     assert_each_succeeded_once(events, ids)
-    assert sorted(e.result["n"] for e in events.of_state(TaskState.SUCCEEDED)) == list(range(100))
+    assert sorted(e.result["n"] for e in events.of_state(TaskStatus.SUCCEEDED)) == list(range(100))
     assert await work_queue_depth(running_node, chaos_namespace) == 0
     consumer.signal(signal.SIGTERM)
     assert await consumer.wait(30) == 0

@@ -15,10 +15,10 @@ import httpx
 import psutil
 import pytest
 
+from conveyor.shared.records import TERMINAL_STATUSES
 from tests.chaos.conftest import OpenProducer
 from tests.chaos.ledger import EventLedger
 from tests.chaos.producer_api import (
-    TERMINAL,
     all_records,
     settled,
     submit_batches,
@@ -132,7 +132,7 @@ async def test_a_task_crashing_its_consumer_every_time_is_dead_lettered_and_the_
     row.redelivered = sum(1 for r in records.values() if r["attempts"] > 1)
     row.duplicates = ledger.ran_twice(neighbours)
     row.lost = sum(
-        1 for i in [crash, *neighbours] if records.get(i, {}).get("status") not in TERMINAL
+        1 for i in [crash, *neighbours] if records.get(i, {}).get("status") not in TERMINAL_STATUSES
     )
     row.seconds = time.monotonic() - started
 

@@ -22,11 +22,12 @@ import aio_pika
 import httpx
 import pytest
 
+from conveyor.shared.records import TERMINAL_STATUSES
 from conveyor.shared.topology import Topology
 from tests.chaos.conftest import OpenProducer
 from tests.chaos.crew import ConsumerCrew
 from tests.chaos.ledger import EventLedger
-from tests.chaos.producer_api import TERMINAL, all_records, settled, submit_batches
+from tests.chaos.producer_api import all_records, settled, submit_batches
 from tests.chaos.summary import ChaosRow, ChaosSummary
 from tests.support import RabbitNode, ServiceProcess, queue_depth, wait_until
 
@@ -122,7 +123,7 @@ async def account(
     records = await all_records(api)
     final = {record["id"]: record for record in records}
     unfinished = [final.get(i, {"id": i, "status": "missing"}) for i in ids]
-    unfinished = [r for r in unfinished if r["status"] not in TERMINAL]
+    unfinished = [r for r in unfinished if r["status"] not in TERMINAL_STATUSES]
     row.lost = len(unfinished)
     row.redelivered = sum(1 for i in ids if i in final and final[i]["attempts"] > 1)
     row.duplicates = ledger.ran_twice(ids)
@@ -367,7 +368,7 @@ async def test_an_alarm_refuses_submissions_with_503_and_every_202_task_complete
     row.tasks, row.refused = len(ids), len(refused)
     in_time = await settled(api, len(ids), timeout_s=90)
     records = {r["id"]: r for r in await all_records(api)}
-    row.lost = sum(1 for i in ids if records.get(i, {}).get("status") not in TERMINAL)
+    row.lost = sum(1 for i in ids if records.get(i, {}).get("status") not in TERMINAL_STATUSES)
     row.duplicates = ledger.ran_twice(ids)
     ran = {e.result["n"] for e in ledger.events if e.task == "echo" and e.result}
     recorded = {r["payload"]["n"] for r in records.values() if r["task"] == "echo"}

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractRobustConnection
 
-from conveyor.shared.events import TaskState
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from tests.support import (
     EventLog,
@@ -69,7 +69,7 @@ async def test_post_task_returns_202_queued_and_the_task_completes(
     assert body["id"]
     await events.wait_finished({body["id"]}, timeout_s=20)
     assert events.succeeded_count() == {body["id"]: 1}
-    [done] = events.of_state(TaskState.SUCCEEDED)
+    [done] = events.of_state(TaskStatus.SUCCEEDED)
     assert done.result == {"a": 1}
 
 

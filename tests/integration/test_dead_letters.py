@@ -14,13 +14,17 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from conveyor.shared.envelope import HEADER_ATTEMPT, HEADER_MAX_RETRIES, HEADER_TASK, HEADER_VERSION
-from conveyor.shared.events import TaskState
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
+from conveyor.shared.wire import (
+    HEADER_ATTEMPT,
+    HEADER_ERROR,
+    HEADER_MAX_RETRIES,
+    HEADER_REASON,
+    HEADER_TASK,
+    HEADER_VERSION,
+)
 from tests.support import EventLog, ServiceProcess, queue_depth, wait_until
-
-REASON = "x-conveyor-reason"
-ERROR = "x-conveyor-error"
 
 
 def header_text(message: AbstractIncomingMessage, name: str) -> str:
@@ -108,15 +112,15 @@ async def test_bad_messages_are_dead_lettered_with_their_reason_and_the_consumer
     }
     assert set(dead) == set(expected)
     for message_id, (reason, error_part) in expected.items():
-        assert header_text(dead[message_id], REASON) == reason, message_id
-        assert error_part in header_text(dead[message_id], ERROR), message_id
+        assert header_text(dead[message_id], HEADER_REASON) == reason, message_id
+        assert error_part in header_text(dead[message_id], HEADER_ERROR), message_id
         assert message_id in consumer.log()
     assert dead[invalid].body == b'{"seconds": "x"}'  # the original body, unchanged
 
     # Only the two good messages ran, once each.
     assert {e.task_id for e in events.events} == {good, after}
     assert events.succeeded_count() == {good: 1, after: 1}
-    results = {e.task_id: e.result for e in events.of_state(TaskState.SUCCEEDED)}
+    results = {e.task_id: e.result for e in events.of_state(TaskStatus.SUCCEEDED)}
     assert results == {good: {"hello": "world"}, after: {"after": True}}
     channel = await broker.channel()
     assert await queue_depth(channel, topology.work_queue("default")) == 0
@@ -136,17 +140,17 @@ async def test_failing_handler_reports_failed_event_and_dead_letters_with_reason
 
     await events.wait_finished({task_id}, timeout_s=20)
 
-    failed = events.of_state(TaskState.FAILED)
+    failed = events.of_state(TaskStatus.FAILED)
     assert len(failed) == 1 and failed[0].task_id == task_id
     error = failed[0].error
     assert error is not None
     assert (error["type"], error["message"]) == ("TaskFailed", "boom on purpose")
     assert error["traceback"].startswith("Traceback") and "TaskFailed" in error["traceback"]
-    assert events.of_state(TaskState.SUCCEEDED) == []
+    assert events.of_state(TaskStatus.SUCCEEDED) == []
     assert failed[0].started_at is not None and failed[0].started_at <= failed[0].at
     dead = await dead_letters(broker, topology, 1)
     assert set(dead) == {task_id}
-    assert header_text(dead[task_id], REASON) == "failed"
-    assert "TaskFailed" in header_text(dead[task_id], ERROR)
-    assert "boom on purpose" in header_text(dead[task_id], ERROR)
+    assert header_text(dead[task_id], HEADER_REASON) == "failed"
+    assert "TaskFailed" in header_text(dead[task_id], HEADER_ERROR)
+    assert "boom on purpose" in header_text(dead[task_id], HEADER_ERROR)
     assert orjson.loads(dead[task_id].body)["message"] == "boom on purpose"

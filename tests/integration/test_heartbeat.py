@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conveyor.producer.submission import Submitter, TaskSubmission
-from conveyor.shared.events import TaskState
+from conveyor.shared.records import TaskStatus
 from tests.support import EventLog, ServiceProcess, wait_until
 
 CONNECTION_TROUBLE = re.compile(
@@ -68,12 +68,12 @@ async def test_30s_cpu_task_with_5s_heartbeats_keeps_the_connection_and_succeeds
     await wait_until(sample_until_finished, 60, "the cpu task to finish")
 
     runs = events.runs_of(task.id)
-    done = [e for e in events.of_state(TaskState.SUCCEEDED) if e.task_id == task.id]
+    done = [e for e in events.of_state(TaskStatus.SUCCEEDED) if e.task_id == task.id]
     assert len(runs) == 1 and not runs[0].redelivered
     assert len(done) == 1 and not done[0].redelivered
     assert done[0].result["ms"] == 30_000 and done[0].result["iterations"] > 0
     assert done[0].at - runs[0].at >= 30
-    assert events.of_state(TaskState.FAILED) == []
+    assert events.of_state(TaskStatus.FAILED) == []
     assert consumer.proc.poll() is None
     trouble = [line for line in consumer.log().splitlines() if CONNECTION_TROUBLE.search(line)]
     assert trouble == []

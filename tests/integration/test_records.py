@@ -15,8 +15,9 @@ from aio_pika.abc import AbstractRobustConnection
 from conveyor.config import async_database_url
 from conveyor.producer.store import NewTask, TaskStore
 from conveyor.shared.envelope import TaskMessage, encode
-from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
+from conveyor.shared.events import EVENTS_ROUTING_KEY, encode_events, make_event
 from conveyor.shared.ids import new_task_id
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from tests.integration.conftest import OpenApi, statuses_seen, wait_status
 from tests.support import EventLog, ServiceProcess, wait_until
@@ -84,22 +85,22 @@ async def test_late_and_duplicate_events_never_move_a_record_back(
     api = await open_api()
     task_id = (await api.post("/tasks", json={"task": "echo"})).json()["id"]
 
-    def event(state: TaskState, run: int = 1, **details: Any) -> Any:
+    def event(state: TaskStatus, run: int = 1, **details: Any) -> Any:
         return make_event(task_id, "echo", state, 1, f"w-{run}", run=run, **details)
 
     channel = await broker.channel()
     exchange = await channel.get_exchange(topology.events_exchange)
     batches = [
-        [event(TaskState.SUCCEEDED, result="first")],
-        [event(TaskState.RUNNING)],  # late
-        [event(TaskState.SUCCEEDED, result="duplicate")],  # duplicate
-        [event(TaskState.FAILED, error={"type": "E", "message": "late"})],  # same rank
-        [event(TaskState.RUNNING, run=2)],  # a later run after the end changes nothing
+        [event(TaskStatus.SUCCEEDED, result="first")],
+        [event(TaskStatus.RUNNING)],  # late
+        [event(TaskStatus.SUCCEEDED, result="duplicate")],  # duplicate
+        [event(TaskStatus.FAILED, error={"type": "E", "message": "late"})],  # same rank
+        [event(TaskStatus.RUNNING, run=2)],  # a later run after the end changes nothing
     ]
     for batch in batches:
         await exchange.publish(aio_pika.Message(encode_events(batch)), EVENTS_ROUTING_KEY)
     marker = (await api.post("/tasks", json={"task": "echo"})).json()["id"]
-    marker_done = make_event(marker, "echo", TaskState.SUCCEEDED, 1, "w")
+    marker_done = make_event(marker, "echo", TaskStatus.SUCCEEDED, 1, "w")
     await exchange.publish(aio_pika.Message(encode_events([marker_done])), EVENTS_ROUTING_KEY)
     await wait_status(api, marker, "succeeded")  # applied after everything above
     await channel.close()
@@ -278,7 +279,7 @@ async def test_store_keeps_any_json_result_as_it_was(database_url: str, result: 
         message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
         await store.add([NewTask(message, 3, 300.0)])
         await store.apply(
-            [make_event(message.id, "echo", TaskState.SUCCEEDED, 1, "w", result=result)]
+            [make_event(message.id, "echo", TaskStatus.SUCCEEDED, 1, "w", result=result)]
         )
         record = await store.get(message.id)
         assert record is not None and record.status == "succeeded"

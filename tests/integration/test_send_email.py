@@ -13,7 +13,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from conveyor.producer.submission import Submitter, TaskSubmission
-from conveyor.shared.events import TaskState
+from conveyor.shared.records import TaskStatus
 from tests.support import EventLog, ServiceProcess, free_port
 
 
@@ -67,7 +67,7 @@ async def test_send_email_delivers_the_mail_through_the_configured_smtp_server(
 
     await events.wait_finished({task.id}, timeout_s=30)
 
-    assert events.of_state(TaskState.FAILED) == []
+    assert events.of_state(TaskStatus.FAILED) == []
     assert events.succeeded_count() == {task.id: 1}
     assert len(inbox.envelopes) == 1
     assert inbox.envelopes[0].rcpt_tos == ["alice@example.com"]
@@ -79,7 +79,7 @@ async def test_send_email_delivers_the_mail_through_the_configured_smtp_server(
     assert body is not None
     # SMTP carries lines with CRLF endings.
     assert body.get_content().replace("\r\n", "\n") == "Hello Alice,\nthe report is attached.\n"
-    [done] = events.of_state(TaskState.SUCCEEDED)
+    [done] = events.of_state(TaskStatus.SUCCEEDED)
     assert done.result == {"to": "alice@example.com", "message_id": f"<{task.id}@conveyor>"}
 
 
@@ -101,8 +101,8 @@ async def test_send_email_without_smtp_url_fails_with_not_configured_naming_the_
 
     await events.wait_finished({task.id}, timeout_s=20)
 
-    assert events.of_state(TaskState.SUCCEEDED) == []
-    [failed] = events.of_state(TaskState.FAILED)
+    assert events.of_state(TaskStatus.SUCCEEDED) == []
+    [failed] = events.of_state(TaskStatus.FAILED)
     assert failed.task_id == task.id
     assert failed.error is not None
     assert failed.error["type"] == "NotConfigured"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import psutil
 
 from conveyor.producer.submission import Submitter, TaskSubmission
-from conveyor.shared.events import TaskState
+from conveyor.shared.records import TaskStatus
 from tests.support import EventLog, ServiceProcess, wait_until
 
 
@@ -27,10 +27,10 @@ async def test_500_echo_tasks_two_consumers_each_processed_exactly_once(
     succeeded = events.succeeded_count()
     assert set(succeeded) == ids
     assert all(count == 1 for count in succeeded.values())
-    assert events.of_state(TaskState.FAILED) == []
+    assert events.of_state(TaskStatus.FAILED) == []
     by_worker = events.succeeded_by_worker()
     assert len(by_worker) == 2 and sum(by_worker.values()) == 500
-    results = {e.task_id: e.result for e in events.of_state(TaskState.SUCCEEDED)}
+    results = {e.task_id: e.result for e in events.of_state(TaskStatus.SUCCEEDED)}
     assert sorted(r["n"] for r in results.values()) == list(range(500))
     for consumer in consumers:
         consumer.signal(signal.SIGTERM)
@@ -69,7 +69,7 @@ async def test_consumer_busy_with_a_long_task_gets_no_more_tasks(
     )
     await events.wait_finished({t.id for t in quick}, timeout_s=30)
 
-    workers = {e.worker for e in events.of_state(TaskState.SUCCEEDED) if e.task_id != long_task.id}
+    workers = {e.worker for e in events.of_state(TaskStatus.SUCCEEDED) if e.task_id != long_task.id}
     assert len(workers) == 1 and stuck not in workers
     assert long_task.id not in events.finished_ids()  # still running: it held only its slot
 
@@ -88,7 +88,7 @@ async def test_sigkilled_consumer_task_is_redelivered_and_completes_elsewhere(
     await events.wait_finished({task.id}, timeout_s=30)
 
     runs = events.runs_of(task.id)
-    done = [e for e in events.of_state(TaskState.SUCCEEDED) if e.task_id == task.id]
+    done = [e for e in events.of_state(TaskStatus.SUCCEEDED) if e.task_id == task.id]
     assert len(runs) == 2
     assert [r.redelivered for r in runs] == [False, True]
     assert len(done) == 1 and done[0].redelivered and done[0].worker == runs[1].worker

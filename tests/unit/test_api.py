@@ -19,7 +19,7 @@ from conveyor.producer.waiters import Waiters
 from conveyor.producer.watch import QueuePage
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
-from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.events import make_event
 from conveyor.shared.records import TaskStatus
 from tests.support import builtin_catalog
 
@@ -223,7 +223,7 @@ async def test_submitted_task_has_a_queued_record_until_events_move_it(
     assert (record["status"], record["attempts"], record["worker"]) == ("queued", 0, None)
     assert record["created_at"].endswith("Z")
     await store.apply(
-        [make_event(created["id"], "echo", TaskState.SUCCEEDED, 1, "w1", result={"a": 1})]
+        [make_event(created["id"], "echo", TaskStatus.SUCCEEDED, 1, "w1", result={"a": 1})]
     )
     done = (await client.get(f"/tasks/{created['id']}")).json()
     assert (done["status"], done["result"], done["attempts"], done["worker"]) == (
@@ -361,7 +361,7 @@ async def test_list_is_newest_first_with_cursor_pages_and_filters(
     ]
     await client.post("/tasks", json={"task": "sleep", "payload": {"seconds": 1}})
     await store.apply(
-        [make_event(ids[0], "echo", TaskState.FAILED, 1, "w", error={"type": "E", "message": "m"})]
+        [make_event(ids[0], "echo", TaskStatus.FAILED, 1, "w", error={"type": "E", "message": "m"})]
     )
     seen: list[str] = []
     cursor = None
@@ -391,7 +391,7 @@ async def test_wait_returns_when_the_task_finishes_or_at_the_timeout(
     assert timed_out["status"] == "queued" and time.monotonic() - started >= 0.2
     waiting = asyncio.create_task(client.get(f"/tasks/{task_id}/wait", params={"timeout_s": 30}))
     await asyncio.sleep(0.05)
-    finished = await store.apply([make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w")])
+    finished = await store.apply([make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w")])
     backend.waiters.notify(finished)
     reply = await asyncio.wait_for(waiting, 5)
     assert reply.json()["status"] == "succeeded"

@@ -12,7 +12,7 @@ from conveyor.producer.api import create_app
 from conveyor.producer.dashboard import ASSETS, read_asset
 from conveyor.producer.store import NewTask, TaskStore
 from conveyor.shared.envelope import TaskMessage
-from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.events import make_event
 from conveyor.shared.ids import new_task_id
 from conveyor.shared.records import TaskStatus
 from tests.unit.test_api import Backend
@@ -71,7 +71,7 @@ async def test_openapi_docs_still_served_and_the_page_is_not_in_the_schema() -> 
         assert "/stats" in paths and "/" not in paths and "/static/dashboard.js" not in paths
 
 
-async def _finish(store: TaskStore, state: TaskState | None) -> str:
+async def _finish(store: TaskStore, state: TaskStatus | None) -> str:
     message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
     await store.add([NewTask(message, 3, 300.0)])
     if state is not None:
@@ -82,7 +82,7 @@ async def _finish(store: TaskStore, state: TaskState | None) -> str:
 async def test_stats_count_records_and_put_the_just_finished_in_the_last_buckets(
     http: httpx.AsyncClient, store: TaskStore
 ) -> None:
-    for state in (TaskState.SUCCEEDED, TaskState.SUCCEEDED, TaskState.FAILED, None):
+    for state in (TaskStatus.SUCCEEDED, TaskStatus.SUCCEEDED, TaskStatus.FAILED, None):
         await _finish(store, state)
 
     stats = (await http.get("/stats", headers=AUTH)).json()

@@ -10,18 +10,10 @@ from typing import Any
 import pytest
 from aio_pika import DeliveryMode, Message
 
-from conveyor.shared.envelope import (
-    HEADER_ATTEMPT,
-    HEADER_QUEUED_AT,
-    HEADER_TASK,
-    HEADER_VERSION,
-    SCHEMA_VERSION,
-    TaskMessage,
-    decode,
-    encode,
-)
+from conveyor.shared.envelope import SCHEMA_VERSION, TaskMessage, decode, encode
 from conveyor.shared.errors import UndecodableMessage
 from conveyor.shared.ids import new_task_id
+from conveyor.shared.wire import HEADER_ATTEMPT, HEADER_QUEUED_AT, HEADER_TASK, HEADER_VERSION
 
 
 def _task(**overrides: Any) -> TaskMessage:

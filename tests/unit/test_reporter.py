@@ -9,7 +9,8 @@ import pytest
 from pamqp.commands import Basic
 
 from conveyor.consumer.reporter import Reporter
-from conveyor.shared.events import TaskEvent, TaskState, decode_events, make_event
+from conveyor.shared.events import TaskEvent, decode_events, make_event
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 
 
@@ -45,7 +46,7 @@ def _started(channel: FakeChannel) -> Reporter:
 
 
 def _event(n: int) -> TaskEvent:
-    return make_event(f"task-{n}", "echo", TaskState.SUCCEEDED, 1, "w-1", result={"n": n})
+    return make_event(f"task-{n}", "echo", TaskStatus.SUCCEEDED, 1, "w-1", result={"n": n})
 
 
 async def test_events_under_load_share_messages_and_keep_their_order() -> None:
@@ -80,7 +81,7 @@ def test_a_single_event_object_decodes_too() -> None:
     (event,) = decode_events(
         b'{"task_id":"a","task":"echo","state":"failed","attempt":2,"worker":"w","at":1.5}'
     )
-    assert (event.task_id, event.state, event.attempt) == ("a", TaskState.FAILED, 2)
+    assert (event.task_id, event.state, event.attempt) == ("a", TaskStatus.FAILED, 2)
 
 
 async def test_unconfirmed_events_are_sent_again_in_order(

@@ -14,7 +14,7 @@ from conveyor.producer.schema import MIGRATIONS, latest_version, migrate, schema
 from conveyor.producer.store import NewTask, TaskStore, progress_of
 from conveyor.producer.worker_store import WorkerStore
 from conveyor.shared.envelope import TaskMessage
-from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.events import make_event
 from conveyor.shared.ids import new_task_id
 from conveyor.shared.records import TaskStatus
 
@@ -109,16 +109,16 @@ async def test_a_database_from_a_newer_conveyor_is_refused(tmp_path: Path) -> No
 
 
 def test_progress_orders_runs_first_then_states() -> None:
-    assert progress_of(1, TaskState.RUNNING) < progress_of(1, TaskState.SUCCEEDED)
-    assert progress_of(1, TaskState.FAILED) < progress_of(2, TaskState.RUNNING)
-    assert progress_of(1, TaskState.FAILED) == progress_of(1, TaskState.SUCCEEDED)
+    assert progress_of(1, TaskStatus.RUNNING) < progress_of(1, TaskStatus.SUCCEEDED)
+    assert progress_of(1, TaskStatus.FAILED) < progress_of(2, TaskStatus.RUNNING)
+    assert progress_of(1, TaskStatus.FAILED) == progress_of(1, TaskStatus.SUCCEEDED)
 
 
 async def test_events_in_any_order_end_in_the_same_record(store: TaskStore) -> None:
     task_id = await _queued(store)
     started = time.time()
-    running = make_event(task_id, "echo", TaskState.RUNNING, 1, "w", started_at=started)
-    done = make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w", started_at=started, result=7)
+    running = make_event(task_id, "echo", TaskStatus.RUNNING, 1, "w", started_at=started)
+    done = make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w", started_at=started, result=7)
     assert await store.apply([done, running, done]) == {task_id}
     record = await store.get(task_id)
     assert record is not None
@@ -129,15 +129,15 @@ async def test_events_in_any_order_end_in_the_same_record(store: TaskStore) -> N
 
 async def test_a_redelivered_run_counts_as_an_attempt(store: TaskStore) -> None:
     task_id = await _queued(store)
-    await store.apply([make_event(task_id, "echo", TaskState.RUNNING, 1, "w1")])
-    await store.apply([make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w2", run=2)])
+    await store.apply([make_event(task_id, "echo", TaskStatus.RUNNING, 1, "w1")])
+    await store.apply([make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w2", run=2)])
     record = await store.get(task_id)
     assert record is not None and (record.attempts, record.worker) == (2, "w2")
 
 
 async def test_an_oversized_result_fails_the_task(store: TaskStore) -> None:
     task_id = await _queued(store)
-    event = make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w", result="x" * 100)
+    event = make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w", result="x" * 100)
     await store.apply([event])
     record = await store.get(task_id)
     assert record is not None and record.status is TaskStatus.FAILED
@@ -146,13 +146,13 @@ async def test_an_oversized_result_fails_the_task(store: TaskStore) -> None:
 
 
 async def test_events_for_unknown_tasks_change_nothing(store: TaskStore) -> None:
-    await store.apply([make_event("ghost", "echo", TaskState.SUCCEEDED, 1, "w")])
+    await store.apply([make_event("ghost", "echo", TaskStatus.SUCCEEDED, 1, "w")])
     assert await store.get("ghost") is None
 
 
 async def test_purge_removes_only_finished_records_past_the_ttl(store: TaskStore) -> None:
     finished, waiting = await _queued(store), await _queued(store)
-    await store.apply([make_event(finished, "echo", TaskState.SUCCEEDED, 1, "w")])
+    await store.apply([make_event(finished, "echo", TaskStatus.SUCCEEDED, 1, "w")])
     assert await store.purge(time.time() - 60) == 0
     assert await store.purge(time.time() + 1) == 1
     assert await store.get(finished) is None and await store.get(waiting) is not None

@@ -1,12 +1,15 @@
 """Asks the producers whether a task that may have run before already finished.
 
 Only redelivered or re-sent messages ask (the rare case): RPC over RabbitMQ with direct
-reply-to, answered by whichever producer replica reads `{ns}.checks`. Consumers never open
-the database. No answer in time means "run it": at least once beats never.
+reply-to, answered by whichever producer replica reads `{ns}.run-checks`. Consumers never
+open the database. No answer in time means "run it": at least once beats never. A question
+that could not even be sent (the connection is being restored after its node died, which is
+when redeliveries come) is sent again once it can be, within the same time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +29,9 @@ from conveyor.shared.wire import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+ASKS = 2  # a request or its reply can be lost while a connection is being restored
+RESEND_PAUSE_S = 0.25  # between tries to send a question the channel could not take
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,19 +62,22 @@ class RunCheck:
         self._rpc = await RpcClient.open(await self._connection.channel(publisher_confirms=False))
 
     async def verdict(self, task_id: str, redelivered: bool) -> Verdict:
-        """Ask the producers about `task_id` (twice: a request or its reply can be lost while
-        a connection is being restored); RUN when none answers in time."""
+        """Ask the producers about `task_id`, for up to ASKS x the timeout; RUN when none
+        answers in that time."""
         request = RunCheckRequest(task_id, redelivered).encode()
-        try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ASKS * self._timeout_s
+        while (left_s := deadline - loop.time()) > 0:
             try:
-                reply = await self._ask(request, RunCheckReply.decode)
+                reply = await self._ask(request, RunCheckReply.decode, min(self._timeout_s, left_s))
+                break
             except TimeoutError:
-                log.info("no answer yet whether task %s already ran; asking again", task_id)
-                reply = await self._ask(request, RunCheckReply.decode)
-        except Exception as error:
-            log.warning(
-                "no producer answered whether task %s already ran (%r); running it", task_id, error
-            )
+                log.info("no answer yet whether task %s already ran", task_id)
+            except Exception as error:  # e.g. the channel is closed until the reconnect
+                log.info("could not ask whether task %s already ran yet (%r)", task_id, error)
+            await asyncio.sleep(min(RESEND_PAUSE_S, max(0.0, deadline - loop.time())))
+        else:
+            log.warning("no producer answered whether task %s already ran; running it", task_id)
             return RUN
         if reply.run:
             return RUN
@@ -77,15 +86,17 @@ class RunCheck:
     async def cancelled_since(self, since: float) -> list[str]:
         """Ids of tasks cancelled since `since` (epoch seconds), as the producers know them."""
         request = CancelledSinceRequest(since).encode()
-        return list((await self._ask(request, CancelledSinceReply.decode)).task_ids)
+        reply = await self._ask(request, CancelledSinceReply.decode, self._timeout_s)
+        return list(reply.task_ids)
 
-    async def _ask(self, request: bytes, decode: Callable[[bytes], T]) -> T:
-        """One RPC to whichever producer reads `{ns}.checks`; TimeoutError if none answers."""
+    async def _ask(self, request: bytes, decode: Callable[[bytes], T], timeout_s: float) -> T:
+        """One RPC to whichever producer reads `{ns}.run-checks`; TimeoutError if none
+        answers in `timeout_s`."""
         assert self._rpc is not None, "RunCheck.start() was not awaited"
         return await self._rpc.call(
             self._topology.checks_queue,
             request,
             decode,
-            timeout_s=self._timeout_s,
-            expiration_s=self._timeout_s,
+            timeout_s=timeout_s,
+            expiration_s=timeout_s,
         )

@@ -38,7 +38,7 @@ LATE_EVENTS_GRACE_S = 3.0
 
 
 class RunChecks:
-    """Consumes `{ns}.checks` and replies `{"task_id", "run", "status"}` to each request."""
+    """Consumes `{ns}.run-checks` and replies `{"task_id", "run", "status"}` to each request."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The producer's side of the worker registry: consumes `{ns}.workers` into the store.
+"""The producer's side of the worker registry: consumes `{ns}.heartbeats` into the store.
 
 Every producer replica consumes the one queue; each beat is kept once (acked after the
 write). A beat that cannot be read is dropped with a log line: the next one replaces it.

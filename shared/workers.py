@@ -1,6 +1,6 @@
 """A consumer's heartbeat: who it is, what it runs, how it is doing.
 
-Consumers publish one to `{ns}.workers` when they start, every CONVEYOR_WORKER_HEARTBEAT_S,
+Consumers publish one to `{ns}.heartbeats` when they start, every CONVEYOR_WORKER_HEARTBEAT_S,
 and when they exit; the producers keep the latest of each in the worker registry.
 """
 

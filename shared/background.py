@@ -10,6 +10,7 @@ the way out (a final flush, a goodbye) stays with the owner, after `await loop.s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -23,10 +24,12 @@ class BackgroundLoop:
     """Runs `step` in a task named `name` until stopped.
 
     Between steps it waits `every_s` seconds, or as many as the step returned (0: none);
-    with `every_s=None` it waits for `wake()`. `wake()` ends the wait under way, or the next
-    one if a step is running, so a wake-up is never lost. `wait_first` waits before the
-    first step too. A step that raises is logged at WARNING on `logger` and the loop waits
-    as usual, or `retry_s` exactly when given: a back-off that `wake()` does not cut short.
+    with `every_s=None` it waits for `wake()`. `wake()` makes the next step start now: it
+    ends the wait under way, or the next one if it comes during a step, so a wake-up is
+    never lost; each step serves the wake-ups before it started. `wait_first` waits before
+    the first step too. A step that raises is logged at WARNING on `logger` and the loop
+    waits as usual, or `retry_s` exactly when given: a back-off that `wake()` does not cut
+    short.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class BackgroundLoop:
         if self._wait_first:
             await self._wait(self._every_s)
         while True:
+            self._woken.clear()  # wake-ups until now are served by this step
             try:
                 wait_s = await self._step()
             except Exception as error:
@@ -89,10 +93,6 @@ class BackgroundLoop:
         if wait_s is not None and wait_s <= 0:
             await asyncio.sleep(0)  # one loop turn: a step that never awaits cannot starve it
             return
-        if not self._woken.is_set():
-            try:
-                async with asyncio.timeout(wait_s):
-                    await self._woken.wait()
-            except TimeoutError:
-                return
-        self._woken.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self._woken.wait()

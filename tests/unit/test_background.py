@@ -175,3 +175,18 @@ async def test_stop_without_start_does_nothing_and_start_twice_runs_one_task() -
     assert len(named) == 1
     await loop.stop()
     assert steps.calls == 1
+
+
+async def test_wake_ups_before_a_step_are_served_by_it_after_a_back_off() -> None:
+    steps = Steps(until=2, fail=1)
+    loop = BackgroundLoop("test-served", steps, every_s=None, retry_s=0.01)
+    loop.start()
+    async with asyncio.timeout(DEADLINE_S):
+        while steps.calls < 1:
+            await asyncio.sleep(0)
+    loop.wake()  # during the back-off: the step after it serves this wake-up
+    await _reached(steps)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert steps.calls == 2  # no third step: nothing woke the loop after the second began
+    await loop.stop()

@@ -22,12 +22,14 @@ class Steps:
         self.fail = fail  # raise on this many first calls
         self.wait_s = wait_s
         self.reached = asyncio.Event()
+        self.failed = asyncio.Event()
 
     async def __call__(self) -> float | None:
         self.calls += 1
         if self.calls >= self.until:
             self.reached.set()
         if self.calls <= self.fail:
+            self.failed.set()
             raise ConnectionError(f"call {self.calls} failed")
         return self.wait_s
 
@@ -35,6 +37,13 @@ class Steps:
 async def _reached(steps: Steps) -> None:
     async with asyncio.timeout(DEADLINE_S):
         await steps.reached.wait()
+
+
+async def _failed_once(loop: BackgroundLoop, steps: Steps) -> None:
+    """Start `loop` and return once its first step failed (the loop is backing off)."""
+    loop.start()
+    async with asyncio.timeout(DEADLINE_S):
+        await steps.failed.wait()
 
 
 async def test_steps_repeat_every_interval_until_stopped() -> None:
@@ -97,10 +106,7 @@ async def test_a_failing_step_logs_on_the_owner_logger() -> None:
 async def test_retry_s_backs_off_after_a_failure_even_when_woken() -> None:
     steps = Steps(until=2, fail=1)
     loop = BackgroundLoop("test-retry", steps, every_s=None, retry_s=3600)
-    loop.start()
-    async with asyncio.timeout(DEADLINE_S):
-        while steps.calls < 1:
-            await asyncio.sleep(0)
+    await _failed_once(loop, steps)
     loop.wake()
     for _ in range(20):
         await asyncio.sleep(0)
@@ -180,10 +186,7 @@ async def test_stop_without_start_does_nothing_and_start_twice_runs_one_task() -
 async def test_wake_ups_before_a_step_are_served_by_it_after_a_back_off() -> None:
     steps = Steps(until=2, fail=1)
     loop = BackgroundLoop("test-served", steps, every_s=None, retry_s=0.01)
-    loop.start()
-    async with asyncio.timeout(DEADLINE_S):
-        while steps.calls < 1:
-            await asyncio.sleep(0)
+    await _failed_once(loop, steps)
     loop.wake()  # during the back-off: the step after it serves this wake-up
     await _reached(steps)
     for _ in range(20):

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.topology import Topology
 from conveyor.shared.workers import Heartbeat
 
@@ -79,32 +80,31 @@ class HeartbeatSender:
             "heartbeat_s": interval_s,
         }
         self._channel: AbstractChannel | None = None
-        self._beating: asyncio.Task[None] | None = None
+        self._beating = BackgroundLoop(
+            "conveyor-heartbeat", self._beat, every_s=interval_s, wait_first=True, logger=log
+        )
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
         await self._send("online")
-        self._beating = asyncio.create_task(self._beat(), name="conveyor-heartbeat")
+        self._beating.start()
 
     async def stop(self) -> None:
-        """Stop beating and announce `offline` (within a short bound: exit goes on)."""
-        if self._beating is None:
+        """Stop beating and announce `offline` once (within a short bound: exit goes on);
+        nothing if it never started."""
+        if not self._beating.running:
             return
-        self._beating.cancel()
-        await asyncio.gather(self._beating, return_exceptions=True)
-        self._beating = None
+        await self._beating.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(GOODBYE_TIMEOUT_S):
                 await self._send("offline")
 
     async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval_s)
-            try:
-                async with asyncio.timeout(self._interval_s):
-                    await self._send("online")
-            except Exception as error:  # disconnected: the next beat tries again
-                log.debug("heartbeat not sent: %r", error)
+        try:
+            async with asyncio.timeout(self._interval_s):
+                await self._send("online")
+        except Exception as error:  # disconnected: the next beat tries again (no warning)
+            log.debug("heartbeat not sent: %r", error)
 
     async def _send(self, state: str) -> None:
         assert self._channel is not None

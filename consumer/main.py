@@ -28,7 +28,7 @@ from conveyor.consumer.sync_runner import SyncRunner
 from conveyor.consumer.worker import Worker
 from conveyor.shared.catalog import Catalog
 from conveyor.shared.connection import connect
-from conveyor.shared.health import keep_alive
+from conveyor.shared.health import AliveFile
 from conveyor.shared.logs import configure_logging
 from conveyor.shared.metrics import serve_metrics
 from conveyor.shared.runtime import run as run_on_loop
@@ -193,12 +193,12 @@ async def _main(settings: ConsumerSettings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    alive = asyncio.create_task(keep_alive(settings.health_file))
+    alive = AliveFile(settings.health_file)
+    alive.start()
     try:
         await serve(settings, stop)
     finally:
-        alive.cancel()
-        await asyncio.gather(alive, return_exceptions=True)
+        await alive.stop()
 
 
 def main() -> None:

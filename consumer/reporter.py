@@ -25,6 +25,7 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskEvent, encode_events
 from conveyor.shared.topology import Topology
 from conveyor.shared.wire import DeadLetterNote, DeadLetterReason
@@ -62,7 +63,17 @@ class Reporter:
         self._emitted = 0  # events queued so far; the n-th is confirmed once _confirmed >= n
         self._confirmed = 0
         self._progress: asyncio.Future[None] | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._last_publish = 0.0  # loop.time()
+        self._linger_s = MIN_LINGER_S
+        # Batch after batch, each waiting for its first event; a batch is sent until the
+        # broker confirms it, so a step fails only on a bug (tried again after a pause).
+        self._pump = BackgroundLoop(
+            "conveyor-events",
+            self._publish_next_batch,
+            every_s=0,
+            retry_s=RETRY_DELAY_S,
+            logger=log,
+        )
 
     async def start(self) -> None:
         """Open the channels, find the exchanges (declared by declare_topology), start the pump."""
@@ -74,7 +85,7 @@ class Reporter:
             self._topology.dead_letter_exchange, ensure=False
         )
         if self._events_enabled:
-            self._pump = asyncio.create_task(self._publish_events(), name="conveyor-events")
+            self._pump.start()
 
     @property
     def events_enabled(self) -> bool:
@@ -97,8 +108,9 @@ class Reporter:
                 self._progress = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._progress)
 
-    async def _publish_events(self) -> None:
-        """Publish queued events in batches, at most one message per linger (see MIN_LINGER_S).
+    async def _publish_next_batch(self) -> None:
+        """Publish the next batch of queued events, at most one message per linger (see
+        MIN_LINGER_S).
 
         After a quiet spell the first event goes out at once (no added latency); under load
         events gather for a few milliseconds and share one message. Not while a run waits
@@ -107,24 +119,21 @@ class Reporter:
         the next batch instead.
         """
         loop = asyncio.get_running_loop()
-        last_publish = 0.0
-        linger_s = MIN_LINGER_S
-        while True:
-            batch = [await self._pending.get()]
-            busy_for = last_publish + linger_s - loop.time()
-            if busy_for > 0 and self._progress is None:
-                await asyncio.sleep(busy_for)
-            while not self._pending.empty() and len(batch) < MAX_EVENTS_PER_MESSAGE:
-                batch.append(self._pending.get_nowait())
-            await self._publish_until_confirmed(batch)
-            last_publish = loop.time()
-            linger_s = min(max(len(batch) * LINGER_PER_EVENT_S, MIN_LINGER_S), MAX_LINGER_S)
-            self._confirmed += len(batch)
-            if self._progress is not None:
-                self._progress.set_result(None)
-                self._progress = None
-            for _ in batch:
-                self._pending.task_done()
+        batch = [await self._pending.get()]
+        busy_for = self._last_publish + self._linger_s - loop.time()
+        if busy_for > 0 and self._progress is None:
+            await asyncio.sleep(busy_for)
+        while not self._pending.empty() and len(batch) < MAX_EVENTS_PER_MESSAGE:
+            batch.append(self._pending.get_nowait())
+        await self._publish_until_confirmed(batch)
+        self._last_publish = loop.time()
+        self._linger_s = min(max(len(batch) * LINGER_PER_EVENT_S, MIN_LINGER_S), MAX_LINGER_S)
+        self._confirmed += len(batch)
+        if self._progress is not None:
+            self._progress.set_result(None)
+            self._progress = None
+        for _ in batch:
+            self._pending.task_done()
 
     async def _publish_until_confirmed(self, batch: list[TaskEvent]) -> None:
         """Tasks never wait for reporting, so reporting must not give up on their events."""
@@ -171,14 +180,13 @@ class Reporter:
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the events still queued (within `timeout_s`), then stop the pump."""
-        if self._pump is None:
+        if not self._pump.running:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pending.join(), timeout_s)
         if self._pending.qsize():
             log.warning("%d status events not published at shutdown", self._pending.qsize())
-        self._pump.cancel()
-        await asyncio.gather(self._pump, return_exceptions=True)
+        await self._pump.stop()
 
     async def dead_letter(
         self, message: AbstractIncomingMessage, queue: str, reason: DeadLetterReason, error: str

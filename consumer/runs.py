@@ -7,7 +7,7 @@ cost more than the rest of a quick task's bookkeeping).
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,9 +15,12 @@ from functools import partial
 from typing import Any
 
 from conveyor.consumer.reporter import Reporter
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import TaskEvent, make_event
 from conveyor.shared.records import TaskStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -45,15 +48,19 @@ class RunReports:
         self._report_running_after_s = report_running_after_s
         self._ack_after_report = ack_after_report
         self._runs: set[Run] = set()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeping = BackgroundLoop(
+            "conveyor-running",
+            self._report_long_runs,
+            every_s=max(report_running_after_s / 2, 0.01),
+            wait_first=True,
+            logger=log,
+        )
 
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._report_long_runs(), name="conveyor-running")
+        self._sweeping.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._sweeping.stop()
 
     def start_run(self, task: TaskMessage, redelivered: bool, run_number: int) -> Run | None:
         """Track a run for its status events; None when events are off (nothing to build)."""
@@ -93,11 +100,9 @@ class RunReports:
             await self._reporter.wait_confirmed(number)
 
     async def _report_long_runs(self) -> None:
-        every_s = max(self._report_running_after_s / 2, 0.01)
-        while True:
-            await asyncio.sleep(every_s)
-            due = time.monotonic() - self._report_running_after_s
-            for run in list(self._runs):
-                if not run.reported and run.started <= due:
-                    self._reporter.emit(run.event(TaskStatus.RUNNING))
-                    run.reported = True
+        """Report `running` for the runs going on for report_running_after_s by now."""
+        due = time.monotonic() - self._report_running_after_s
+        for run in list(self._runs):
+            if not run.reported and run.started <= due:
+                self._reporter.emit(run.event(TaskStatus.RUNNING))
+                run.reported = True

@@ -8,12 +8,12 @@ replicas never publish the same task, and a claim whose publish fails stays in t
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from conveyor.producer.publisher import TaskPublisher
 from conveyor.producer.store import TaskStore
+from conveyor.shared.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,17 @@ class DueTasks:
     def __init__(self, store: TaskStore, publisher: TaskPublisher) -> None:
         self._store = store
         self._publisher = publisher
-        self._task: asyncio.Task[None] | None = None
+        # A failed round is tried again after POLL_S. Claimed but unpublished tasks stay in
+        # the outbox meanwhile; the sweeper sends them.
+        self._polling = BackgroundLoop(
+            "conveyor-due-tasks", self._publish_round, every_s=POLL_S, logger=log
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run_forever(), name="conveyor-due-tasks")
+        self._polling.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._polling.stop()
 
     async def publish_due(self) -> int:
         """Publish every task due now; how many."""
@@ -45,15 +47,11 @@ class DueTasks:
             published += len(due)
         return published
 
-    async def _run_forever(self) -> None:
-        while True:
-            try:
-                if await self.publish_due():
-                    continue
-                next_due = await self._store.next_due()
-            except Exception as error:
-                # Claimed but unpublished tasks stay in the outbox; the sweeper sends them.
-                log.warning("publishing due tasks failed, will retry: %r", error)
-                next_due = None
-            wait_s = POLL_S if next_due is None else next_due - time.time()
-            await asyncio.sleep(min(max(wait_s, 0.0), POLL_S))
+    async def _publish_round(self) -> float:
+        """Publish what is due; how long until the next task is (at once if some were
+        published: more may be due; at most POLL_S)."""
+        if await self.publish_due():
+            return 0.0
+        next_due = await self._store.next_due()
+        wait_s = POLL_S if next_due is None else next_due - time.time()
+        return min(max(wait_s, 0.0), POLL_S)

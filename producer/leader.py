@@ -38,6 +38,7 @@ from aio_pika.abc import (
 from aiormq.exceptions import ChannelLockedResource, PublishError
 
 from conveyor.config import BrokerSettings
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.connection import connect_plain
 from conveyor.shared.rpc import RpcClient, send_reply
 from conveyor.shared.topology import Topology
@@ -84,8 +85,15 @@ class Leadership:
         self._asker: RpcClient | None = None
         self._opening = asyncio.Lock()
         self._leading = asyncio.Event()
-        self._lost = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._lost = False  # the connection or leader channel closed since the last try
+        # A failed try disconnects and is tried again after the interval, whatever closes.
+        self._campaigning = BackgroundLoop(
+            "conveyor-leadership",
+            self._campaign_round,
+            every_s=self._retry_every_s,
+            retry_s=self._retry_every_s,
+            logger=log,
+        )
 
     @property
     def replica_id(self) -> str:
@@ -100,13 +108,11 @@ class Leadership:
         await self._leading.wait()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._campaign_forever(), name="conveyor-leadership")
+        self._campaigning.start()
 
     async def stop(self) -> None:
         """Stop campaigning; a leader steps down (closing its connection frees the queue)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._campaigning.stop()
         await self._disconnect()
 
     async def leader(self) -> str | None:
@@ -121,22 +127,15 @@ class Leadership:
             log.info("could not ask who leads the scheduler: %r", error)
             return None
 
-    async def _campaign_forever(self) -> None:
-        while True:
-            try:
-                await self._campaign()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("scheduler leader election: %r; trying again", error)
-                await self._disconnect()
-            try:
-                async with asyncio.timeout(self._retry_every_s):
-                    await self._lost.wait()
-            except TimeoutError:
-                pass
-            if self._lost.is_set():
-                await self._disconnect()
+    async def _campaign_round(self) -> None:
+        """Give up a connection lost since the last try (woken by its close), then try."""
+        if self._lost:
+            await self._disconnect()
+        try:
+            await self._campaign()
+        except Exception:
+            await self._disconnect()
+            raise
 
     async def _campaign(self) -> None:
         """Try once to take the leader queue, unless this replica holds it already."""
@@ -170,7 +169,7 @@ class Leadership:
             return self._connection
         # Leading again means winning the queue again on the new connection.
         self._leading.clear()
-        self._lost.clear()
+        self._lost = False
         # Plain, not robust: a lost connection must end the leadership (see _on_closed).
         connection = await connect_plain(
             self._settings,
@@ -191,11 +190,12 @@ class Leadership:
         if self.leading:
             log.warning("this replica (%s) lost the scheduler leadership", self.replica_id)
         self._leading.clear()
-        self._lost.set()
+        self._lost = True
+        self._campaigning.wake()
 
     async def _disconnect(self) -> None:
         self._leading.clear()
-        self._lost.clear()
+        self._lost = False
         connection, self._connection = self._connection, None
         self._lead_channel = None
         asker, self._asker = self._asker, None

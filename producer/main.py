@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -21,7 +20,7 @@ from conveyor.config import (
 from conveyor.producer.api import create_app
 from conveyor.producer.service import ProducerService
 from conveyor.producer.store import migrate_database, schema_versions
-from conveyor.shared.health import keep_alive
+from conveyor.shared.health import AliveFile
 from conveyor.shared.logs import configure_logging
 from conveyor.shared.runtime import run as run_on_loop
 from conveyor.shared.task_loader import load_catalog_or_exit
@@ -44,10 +43,10 @@ def build_app(settings: ProducerSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start()
-        alive = asyncio.create_task(keep_alive(settings.health_file))
+        alive = AliveFile(settings.health_file)
+        alive.start()
         yield
-        alive.cancel()
-        await asyncio.gather(alive, return_exceptions=True)
+        await alive.stop()
         await service.stop()
 
     app.router.lifespan_context = lifespan

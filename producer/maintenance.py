@@ -8,12 +8,12 @@ finished records older than the TTL are deleted.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from conveyor.producer.publisher import TaskPublisher
 from conveyor.producer.store import TaskStore
+from conveyor.shared.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +35,20 @@ class Maintenance:
         self._publisher = publisher
         self._resend_after_s = resend_after_s
         self._result_ttl_s = result_ttl_s
-        self._task: asyncio.Task[None] | None = None
+        self._last_purge = 0.0  # time.monotonic()
+        self._upkeep = BackgroundLoop(
+            "conveyor-maintenance",
+            self._upkeep_round,
+            every_s=min(resend_after_s / 2, 10.0),
+            wait_first=True,
+            logger=log,
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run_forever(), name="conveyor-maintenance")
+        self._upkeep.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._upkeep.stop()
 
     async def sweep_outbox(self) -> int:
         """Publish records the broker never confirmed; how many were sent."""
@@ -63,15 +68,8 @@ class Maintenance:
             log.info("purged %d finished task record(s) older than %gs", purged, self._result_ttl_s)
         return purged
 
-    async def _run_forever(self) -> None:
-        every_s = min(self._resend_after_s / 2, 10.0)
-        last_purge = 0.0
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.sweep_outbox()
-                if time.monotonic() - last_purge >= PURGE_EVERY_S:
-                    last_purge = time.monotonic()
-                    await self.purge_expired()
-            except Exception as error:
-                log.warning("store upkeep failed, will retry: %r", error)
+    async def _upkeep_round(self) -> None:
+        await self.sweep_outbox()
+        if time.monotonic() - self._last_purge >= PURGE_EVERY_S:
+            self._last_purge = time.monotonic()
+            await self.purge_expired()

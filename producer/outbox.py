@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 
 from conveyor.producer.store import TaskStore
+from conveyor.shared.background import BackgroundLoop
 
 log = logging.getLogger(__name__)
 
@@ -31,43 +32,40 @@ class PublishedMarks:
     def __init__(self, store: TaskStore) -> None:
         self._store = store
         self._pending: list[str] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # Woken by `mark`. A failed flush is tried again after RETRY_DELAY_S (unmarked
+        # records are published again by the sweeper meanwhile: late, never lost).
+        self._flushing = BackgroundLoop(
+            "conveyor-published-marks",
+            self._flush_after_linger,
+            every_s=None,
+            retry_s=RETRY_DELAY_S,
+            wait_first=True,
+            logger=log,
+        )
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_forever(), name="conveyor-published-marks")
+        self._flushing.start()
 
     async def stop(self) -> None:
         """Write what is pending (bounded), then stop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._flushing.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(5):
                 await self._flush()
 
     def mark(self, ids: Iterable[str]) -> None:
         self._pending.extend(ids)
-        self._wake.set()
+        self._flushing.wake()
 
-    async def _flush_forever(self) -> None:
-        while True:
-            await self._wake.wait()
-            await asyncio.sleep(LINGER_S)
-            try:
-                await self._flush()
-            except Exception as error:
-                # Unmarked records are published again by the sweeper: late, never lost.
-                log.warning("could not mark %d tasks published: %r", len(self._pending), error)
-                await asyncio.sleep(RETRY_DELAY_S)
+    async def _flush_after_linger(self) -> None:
+        await asyncio.sleep(LINGER_S)  # the marks of a busy producer gather into one UPDATE
+        await self._flush()
 
     async def _flush(self) -> None:
-        self._wake.clear()
         while self._pending:
             batch, self._pending = self._pending[:MAX_IDS], self._pending[MAX_IDS:]
             try:
                 await self._store.mark_published(batch)
             except BaseException:
-                self._pending[:0] = batch
-                self._wake.set()
+                self._pending[:0] = batch  # the next flush writes them
                 raise

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.producer.store import TaskStore
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.errors import UndecodableMessage
 from conveyor.shared.events import TaskEvent, decode_events
 from conveyor.shared.topology import Topology
@@ -47,7 +48,16 @@ class Recorder:
         self._on_finished = on_finished
         self._on_applied = on_applied
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._flusher: asyncio.Task[None] | None = None
+        # Back to back: each round waits for its first delivery. The store's errors are
+        # handled in _flush; anything else is logged and the next batch is tried after
+        # RETRY_DELAY_S.
+        self._flushing = BackgroundLoop(
+            "conveyor-recorder",
+            self._apply_next_batch,
+            every_s=0,
+            retry_s=RETRY_DELAY_S,
+            logger=log,
+        )
         self.applied = 0
 
     async def start(self) -> None:
@@ -57,17 +67,13 @@ class Recorder:
         # queues it declared, so after a reconnect this one would stop consuming.
         queue = await channel.declare_queue(self._topology.recorder_queue, passive=True)
         await queue.consume(self._inbox.put)
-        self._flusher = asyncio.create_task(self._flush_forever(), name="conveyor-recorder")
+        self._flushing.start()
 
     async def stop(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self._flushing.stop()
 
-    async def _flush_forever(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            await self._flush(batch)
+    async def _apply_next_batch(self) -> None:
+        await self._flush(await self._next_batch())
 
     async def _next_batch(self) -> list[AbstractIncomingMessage]:
         """The first waiting delivery, plus whatever arrives within LINGER_S after it."""

@@ -12,7 +12,6 @@ once however many leaders race.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from conveyor.producer.schedules import (
     ticks_to_fire,
 )
 from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.errors import SubmissionError
 from conveyor.shared.ids import tick_task_id
 
@@ -52,27 +52,24 @@ class Scheduler:
         self._submitter = submitter
         self._leadership = leadership
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        # A failed round is tried again after MAX_SLEEP_S.
+        self._rounds = BackgroundLoop(
+            "conveyor-scheduler", self._round_when_leading, every_s=MAX_SLEEP_S, logger=log
+        )
         self.fired = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run_forever(), name="conveyor-scheduler")
+        self._rounds.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._rounds.stop()
 
-    async def _run_forever(self) -> None:
-        while True:
-            await self._leadership.wait_leading()
-            wake_at: float | None = None
-            try:
-                wake_at = await self.run_round()
-            except Exception as error:
-                log.warning("scheduler round failed, will retry: %r", error)
-            delay_s = MAX_SLEEP_S if wake_at is None else wake_at - self._clock() + WAKE_SLACK_S
-            await asyncio.sleep(min(max(delay_s, WAKE_SLACK_S), MAX_SLEEP_S))
+    async def _round_when_leading(self) -> float:
+        """Wait to lead, run a round; how long until the next tick (at most MAX_SLEEP_S)."""
+        await self._leadership.wait_leading()
+        wake_at = await self.run_round()
+        delay_s = MAX_SLEEP_S if wake_at is None else wake_at - self._clock() + WAKE_SLACK_S
+        return min(max(delay_s, WAKE_SLACK_S), MAX_SLEEP_S)
 
     async def run_round(self) -> float | None:
         """Fire what is due now; when the next tick of any schedule is (None: no schedule)."""

@@ -23,6 +23,7 @@ from aio_pika.abc import (
 )
 
 from conveyor.producer.store import TaskStore
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,13 @@ class FinishedNotices:
         self._store = store
         self._waiters = waiters
         self._exchange: AbstractExchange | None = None
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeping = BackgroundLoop(
+            "conveyor-waiters",
+            self._sweep_missed,
+            every_s=SWEEP_EVERY_S,
+            wait_first=True,
+            logger=log,
+        )
 
     async def start(self) -> None:
         channel = await self._connection.channel(publisher_confirms=False)
@@ -88,12 +95,10 @@ class FinishedNotices:
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(self._exchange)
         await queue.consume(self._on_notice, no_ack=True)
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="conveyor-waiters")
+        self._sweeping.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self._sweeping.stop()
 
     async def announce(self, ids: set[str]) -> None:
         """Tell every replica these tasks finished (a hint: losing one delays a waiter)."""
@@ -117,13 +122,8 @@ class FinishedNotices:
         if isinstance(ids, list):
             self._waiters.notify(str(task_id) for task_id in ids)
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_EVERY_S)
-            watched = self._waiters.watched()
-            if not watched:
-                continue
-            try:
-                self._waiters.notify(await self._store.terminal(watched))
-            except Exception as error:
-                log.warning("could not check waited-on tasks: %r", error)
+    async def _sweep_missed(self) -> None:
+        """Wake the waiters of tasks that finished without a notice reaching us."""
+        watched = self._waiters.watched()
+        if watched:
+            self._waiters.notify(await self._store.terminal(watched))

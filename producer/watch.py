@@ -8,7 +8,6 @@ reading queue depths means a broker round trip per queue.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from conveyor.producer.metrics import ProducerMetrics
 from conveyor.producer.schema import dead_letters, tasks
 from conveyor.producer.store import TaskStore
 from conveyor.producer.worker_store import WorkerStore
+from conveyor.shared.background import BackgroundLoop
 from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from conveyor.shared.workers import WorkerState
@@ -67,17 +67,17 @@ class SystemWatch:
         self._workers = workers
         self._metrics = metrics
         self._channel: AbstractChannel | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._watching = BackgroundLoop(
+            "conveyor-watch", self._look_or_reopen, every_s=WATCH_EVERY_S, logger=log
+        )
         self._forgot_at = 0.0
         self.queues = QueuePage(items=[], read_at=0.0)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._watch_forever(), name="conveyor-watch")
+        self._watching.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._watching.stop()
 
     async def look(self) -> None:
         """Read everything once and update the gauges."""
@@ -119,11 +119,10 @@ class SystemWatch:
         for state in STATES:
             self._metrics.workers.labels(state).set(by_state[state])
 
-    async def _watch_forever(self) -> None:
-        while True:
-            try:
-                await self.look()
-            except Exception as error:
-                log.warning("could not read the system's state (will try again): %r", error)
-                self._channel = None
-            await asyncio.sleep(WATCH_EVERY_S)
+    async def _look_or_reopen(self) -> None:
+        """One look; after a failed one the next opens a fresh channel."""
+        try:
+            await self.look()
+        except Exception:
+            self._channel = None
+            raise

@@ -7,25 +7,36 @@ failure that matters) stops touching the file.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import sys
 import time
 from pathlib import Path
 
 from conveyor.config import RuntimeSettings, load_settings
+from conveyor.shared.background import BackgroundLoop
+
+log = logging.getLogger(__name__)
 
 TOUCH_EVERY_S = 5.0
 STALE_AFTER_S = 30.0
 
 
-async def keep_alive(path: Path, every_s: float = TOUCH_EVERY_S) -> None:
-    """Touch `path` every `every_s` seconds until cancelled; remove it on the way out."""
-    try:
-        while True:
-            path.touch()
-            await asyncio.sleep(every_s)
-    finally:
-        path.unlink(missing_ok=True)
+class AliveFile:
+    """Touches `path` every `every_s` seconds from `start()`; `stop()` removes it."""
+
+    def __init__(self, path: Path, every_s: float = TOUCH_EVERY_S) -> None:
+        self._path = path
+        self._touching = BackgroundLoop("conveyor-alive", self._touch, every_s=every_s, logger=log)
+
+    def start(self) -> None:
+        self._touching.start()
+
+    async def stop(self) -> None:
+        await self._touching.stop()
+        self._path.unlink(missing_ok=True)
+
+    async def _touch(self) -> None:
+        self._path.touch()
 
 
 def is_alive(path: Path, stale_after_s: float = STALE_AFTER_S) -> bool:

@@ -20,8 +20,9 @@ from conveyor.producer.checks import RunChecks
 from conveyor.producer.store import NewTask, TaskStore
 from conveyor.producer.waiters import Waiters
 from conveyor.shared.envelope import TaskMessage
-from conveyor.shared.events import TaskState, make_event
+from conveyor.shared.events import make_event
 from conveyor.shared.ids import new_task_id
+from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from tests.support import wait_until
 
@@ -57,7 +58,7 @@ async def test_a_redelivered_task_whose_success_arrives_late_is_not_run_again(
     asking = asyncio.create_task(check.verdict(task_id, redelivered=True))
     # The question is in (the answer is waiting for late events); now the success lands.
     await wait_until(lambda: task_id in waiters.watched(), 10, "the run check to arrive")
-    done = make_event(task_id, "echo", TaskState.SUCCEEDED, 1, "w1", result=1)
+    done = make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w1", result=1)
     assert await store.apply([done]) == {task_id}
     waiters.notify([task_id])
     verdict = await asyncio.wait_for(asking, 10)

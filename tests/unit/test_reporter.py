@@ -41,7 +41,7 @@ class FakeChannel:
 def _started(channel: FakeChannel) -> Reporter:
     reporter = Reporter(None, Topology("t"), events=True)  # type: ignore[arg-type]
     reporter._events_channel = channel  # type: ignore[assignment]
-    reporter._pump = asyncio.create_task(reporter._publish_events())
+    reporter._pump.start()
     return reporter
 
 

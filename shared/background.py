@@ -1,0 +1,98 @@
+"""Background loops: one task that runs a step again and again, from `start()` to `stop()`.
+
+The services' background work (sweepers, pumps, heartbeats, the leader's campaign...) has
+one shape: run a step, wait, repeat. A step's error is logged with the loop's name and the
+loop goes on, because a background task that dies stops its work silently until the process
+restarts. `stop()` cancels the task and waits until it has ended. Whatever an owner does on
+the way out (a final flush, a goodbye) stays with the owner, after `await loop.stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+# What a step returns: how many seconds to wait before the next step (None: `every_s`).
+Step = Callable[[], Awaitable[float | None]]
+
+
+class BackgroundLoop:
+    """Runs `step` in a task named `name` until stopped.
+
+    Between steps it waits `every_s` seconds, or as many as the step returned (0: none);
+    with `every_s=None` it waits for `wake()`. `wake()` makes the next step start now: it
+    ends the wait under way, or the next one if it comes during a step, so a wake-up is
+    never lost; each step serves the wake-ups before it started. `wait_first` waits before
+    the first step too. A step that raises is logged at WARNING on `logger` and the loop
+    waits as usual, or `retry_s` exactly when given: a back-off that `wake()` does not cut
+    short.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        step: Step,
+        *,
+        every_s: float | None,
+        retry_s: float | None = None,
+        wait_first: bool = False,
+        logger: logging.Logger = log,
+    ) -> None:
+        self.name = name
+        self._step = step
+        self._every_s = every_s
+        self._retry_s = retry_s
+        self._wait_first = wait_first
+        self._log = logger
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Started and not stopped."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start the loop's task (nothing if it runs already)."""
+        if not self.running:
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    def wake(self) -> None:
+        """End the current wait now (or the next one, when a step is running)."""
+        self._woken.set()
+
+    async def stop(self) -> None:
+        """Cancel the task and wait until it ended (a running step is cancelled); safe to
+        call again, or without `start()`."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        if self._wait_first:
+            await self._wait(self._every_s)
+        while True:
+            self._woken.clear()  # wake-ups until now are served by this step
+            try:
+                wait_s = await self._step()
+            except Exception as error:
+                self._log.warning("%s failed, will try again: %r", self.name, error)
+                if self._retry_s is not None:
+                    await asyncio.sleep(self._retry_s)
+                    continue
+                wait_s = None
+            await self._wait(self._every_s if wait_s is None else wait_s)
+
+    async def _wait(self, wait_s: float | None) -> None:
+        """Wait `wait_s` seconds (None: for ever) or until woken."""
+        if wait_s is not None and wait_s <= 0:
+            await asyncio.sleep(0)  # one loop turn: a step that never awaits cannot starve it
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait_s):
+                await self._woken.wait()

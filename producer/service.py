@@ -11,27 +11,28 @@ from typing import Protocol, TypeVar
 from aio_pika.abc import AbstractRobustConnection
 
 from conveyor.config import ProducerSettings, redact_text, redact_url
-from conveyor.producer.cancellation import Canceller
-from conveyor.producer.checks import RunChecks
-from conveyor.producer.dead_letter_store import DeadLetterStore
-from conveyor.producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
-from conveyor.producer.delays import DueTasks
-from conveyor.producer.leader import Leadership, new_replica_id
-from conveyor.producer.maintenance import Maintenance
-from conveyor.producer.metrics import ProducerMetrics
-from conveyor.producer.outbox import PublishedMarks
-from conveyor.producer.publisher import Publisher
-from conveyor.producer.recorder import Recorder
-from conveyor.producer.schedule_desk import ScheduleDesk
-from conveyor.producer.schedule_file import load_schedules_file
-from conveyor.producer.schedule_store import ScheduleStore
-from conveyor.producer.scheduler import Scheduler
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
-from conveyor.producer.waiters import FinishedNotices, Waiters
-from conveyor.producer.watch import SystemWatch
-from conveyor.producer.worker_registry import WorkerRegistry
-from conveyor.producer.worker_store import WorkerStore
+from conveyor.producer.dead_letters.desk import DeadLetterDesk
+from conveyor.producer.dead_letters.keeper import DeadLetterKeeper
+from conveyor.producer.dead_letters.store import DeadLetterStore
+from conveyor.producer.monitoring.metrics import ProducerMetrics
+from conveyor.producer.monitoring.watch import SystemWatch
+from conveyor.producer.runs.cancellation import Canceller
+from conveyor.producer.runs.checks import RunChecks
+from conveyor.producer.runs.recorder import Recorder
+from conveyor.producer.runs.waiters import FinishedNotices, Waiters
+from conveyor.producer.scheduling.delays import DueTasks
+from conveyor.producer.scheduling.desk import ScheduleDesk
+from conveyor.producer.scheduling.file import load_schedules_file
+from conveyor.producer.scheduling.leader import Leadership, new_replica_id
+from conveyor.producer.scheduling.scheduler import Scheduler
+from conveyor.producer.scheduling.store import ScheduleStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.maintenance import Maintenance
+from conveyor.producer.submission.outbox import PublishedMarks
+from conveyor.producer.submission.publisher import Publisher
+from conveyor.producer.submission.submitter import Submitter
+from conveyor.producer.workers.registry import WorkerRegistry
+from conveyor.producer.workers.store import WorkerStore
 from conveyor.shared.catalog import Catalog
 from conveyor.shared.connection import connect
 from conveyor.shared.task_loader import load_catalog

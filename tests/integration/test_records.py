@@ -13,7 +13,7 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from conveyor.config import async_database_url
-from conveyor.producer.store import NewTask, TaskStore
+from conveyor.producer.store.database import NewTask, TaskStore
 from conveyor.shared.envelope import TaskMessage, encode
 from conveyor.shared.events import EVENTS_ROUTING_KEY, TaskState, encode_events, make_event
 from conveyor.shared.ids import new_task_id

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import insert
 
 from conveyor.config import async_database_url
-from conveyor.producer.schema import tasks
-from conveyor.producer.stats import read_stats
-from conveyor.producer.store import TaskStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.schema import tasks
+from conveyor.producer.store.stats import read_stats
 
 NOW_S = 1_767_225_605.0  # 5 s into the bucket that starts at ...600
 BUCKET_START_S = 1_767_225_600.0

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import psutil
 
-from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.events import TaskState
 from tests.support import EventLog, ServiceProcess, wait_until
 

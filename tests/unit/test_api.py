@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.producer.api import create_app
-from conveyor.producer.metrics import ProducerMetrics
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
-from conveyor.producer.waiters import Waiters
-from conveyor.producer.watch import QueuePage
+from conveyor.producer.http.app import create_app
+from conveyor.producer.monitoring.metrics import ProducerMetrics
+from conveyor.producer.monitoring.watch import QueuePage
+from conveyor.producer.runs.waiters import Waiters
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.submitter import Submitter
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from conveyor.shared.events import TaskState, make_event

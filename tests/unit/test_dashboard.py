@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from conveyor.producer.api import create_app
-from conveyor.producer.dashboard import ASSETS, read_asset
-from conveyor.producer.store import NewTask, TaskStore
+from conveyor.producer.http.app import create_app
+from conveyor.producer.http.dashboard import ASSETS, read_asset
+from conveyor.producer.store.database import NewTask, TaskStore
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import TaskState, make_event
 from conveyor.shared.ids import new_task_id

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conveyor.producer.group_commit import GroupCommit, Outcome
-from conveyor.producer.store import NewTask
+from conveyor.producer.store.database import NewTask
+from conveyor.producer.submission.group_commit import GroupCommit, Outcome
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import PublishFailed, PublishUnconfirmed
 from conveyor.shared.ids import new_task_id

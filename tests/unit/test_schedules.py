@@ -15,12 +15,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from conveyor.producer.api import create_app
-from conveyor.producer.schedule_desk import ScheduleDesk
-from conveyor.producer.schedule_file import load_schedules_file, read_schedules_file
-from conveyor.producer.schedule_store import ScheduleStore
-from conveyor.producer.scheduler import Scheduler
-from conveyor.producer.schedules import (
+from conveyor.producer.http.app import create_app
+from conveyor.producer.runs.waiters import Waiters
+from conveyor.producer.scheduling.desk import ScheduleDesk
+from conveyor.producer.scheduling.file import load_schedules_file, read_schedules_file
+from conveyor.producer.scheduling.scheduler import Scheduler
+from conveyor.producer.scheduling.schedules import (
     ScheduleDefinition,
     check_cron,
     check_timezone,
@@ -29,9 +29,9 @@ from conveyor.producer.schedules import (
     tick_key,
     ticks_to_fire,
 )
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
-from conveyor.producer.waiters import Waiters
+from conveyor.producer.scheduling.store import ScheduleStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.submitter import Submitter
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import Conflict, ScheduleFileError, SubmissionError
 from conveyor.shared.ids import tick_task_id

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from conveyor.producer.schema import MIGRATIONS, latest_version, migrate, schema_version
-from conveyor.producer.store import NewTask, TaskStore, progress_of
-from conveyor.producer.worker_store import WorkerStore
+from conveyor.producer.store.database import NewTask, TaskStore, progress_of
+from conveyor.producer.store.schema import MIGRATIONS, latest_version, migrate, schema_version
+from conveyor.producer.workers.store import WorkerStore
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import TaskState, make_event
 from conveyor.shared.ids import new_task_id

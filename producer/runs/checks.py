@@ -1,0 +1,87 @@
+"""Answers consumers' "may I run this task?" for messages that may have run before.
+
+A consumer asks only about a redelivered or re-sent message (the rare case), over RabbitMQ
+RPC: the common path pays nothing, and consumers never open the database. A task whose
+record is already terminal must not run again; one redelivered more than
+CONVEYOR_MAX_DELIVERIES times must be dead-lettered (classic queues count no deliveries, so
+this count is theirs; quorum queues' own limit acts first); anything else may run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aio_pika import Message
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from conveyor.producer.store.database import TaskStore
+from conveyor.shared.topology import CHECK_TTL_MS, Topology
+
+log = logging.getLogger(__name__)
+
+
+class RunChecks:
+    """Consumes `{ns}.checks` and replies `{"task_id", "run", "status"}` to each request."""
+
+    def __init__(
+        self, connection: AbstractRobustConnection, topology: Topology, store: TaskStore
+    ) -> None:
+        self._max_deliveries = topology.max_deliveries
+        self._connection = connection
+        self._topology = topology
+        self._store = store
+        self._channel: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        self._channel = await self._connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=100)
+        # Declared (not just looked up): a robust channel restores only what it declared, and
+        # this queue is not durable, so a broker restart drops it.
+        queue = await self._channel.declare_queue(
+            self._topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS}
+        )
+        await queue.consume(self._answer, no_ack=True)
+
+    async def _answer(self, request: AbstractIncomingMessage) -> None:
+        assert self._channel is not None
+        if not request.reply_to:
+            return
+        try:
+            asked = orjson.loads(request.body)
+            if "cancelled_since" in asked:
+                reply = await self._cancellations(float(asked["cancelled_since"]))
+            else:
+                reply = await self._verdict(str(asked["task_id"]), asked.get("redelivered") is True)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignored a malformed run check: %r", request.body[:200])
+            return
+        except Exception as error:
+            # No answer: the consumer waits out its timeout and runs the task (at least once).
+            log.warning("could not answer a run check: %r", error)
+            return
+        # Not mandatory: RabbitMQ counts a direct reply-to address as no queue, so it would
+        # return every reply it delivers (aiormq logs each as an ERROR). A reply to an asker
+        # that is gone is lost either way; the asker's timeout covers that.
+        await self._channel.default_exchange.publish(
+            Message(orjson.dumps(reply), correlation_id=request.correlation_id),
+            routing_key=request.reply_to,
+            mandatory=False,
+        )
+
+    async def _cancellations(self, since: float) -> dict[str, object]:
+        """Tasks cancelled lately: a consumer starting up acks them unrun if it meets them."""
+        return {"cancelled": await self._store.cancelled_since(since)}
+
+    async def _verdict(self, task_id: str, redelivered: bool) -> dict[str, object]:
+        record = await self._store.get(task_id)
+        redeliveries = await self._store.count_redelivery(task_id) if redelivered else 0
+        status = None if record is None else record.status
+        finished = status is not None and status.terminal
+        dead_letter = not finished and redeliveries > self._max_deliveries
+        return {
+            "task_id": task_id,
+            "run": not finished and not dead_letter,
+            "status": status,
+            "dead_letter": dead_letter,
+        }

@@ -1,0 +1,77 @@
+"""Background upkeep of the store, on every replica: the outbox sweeper and retention.
+
+Outbox: a record is written before its publish and marked published after the broker's
+confirm. A producer that dies in between leaves a record the broker never saw; the sweeper
+publishes it again (flagged as re-sent, so consumers check before running it). Retention:
+finished records older than the TTL are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.publisher import TaskPublisher
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 60.0
+
+
+class Maintenance:
+    """Runs `sweep_outbox` and `purge_expired` periodically until stopped."""
+
+    def __init__(
+        self,
+        store: TaskStore,
+        publisher: TaskPublisher,
+        *,
+        resend_after_s: float,
+        result_ttl_s: float,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._resend_after_s = resend_after_s
+        self._result_ttl_s = result_ttl_s
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run_forever(), name="conveyor-maintenance")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def sweep_outbox(self) -> int:
+        """Publish records the broker never confirmed; how many were sent."""
+        stale = await self._store.unpublished(time.time() - self._resend_after_s)
+        if not stale:
+            return 0
+        resent = [message.resend() for message in stale]
+        await self._publisher.publish_many(resent)
+        await self._store.mark_published([message.id for message in resent])
+        log.warning("published %d task(s) again whose first publish was not confirmed", len(stale))
+        return len(stale)
+
+    async def purge_expired(self) -> int:
+        """Delete finished records older than the TTL; how many."""
+        purged = await self._store.purge(time.time() - self._result_ttl_s)
+        if purged:
+            log.info("purged %d finished task record(s) older than %gs", purged, self._result_ttl_s)
+        return purged
+
+    async def _run_forever(self) -> None:
+        every_s = min(self._resend_after_s / 2, 10.0)
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self.sweep_outbox()
+                if time.monotonic() - last_purge >= PURGE_EVERY_S:
+                    last_purge = time.monotonic()
+                    await self.purge_expired()
+            except Exception as error:
+                log.warning("store upkeep failed, will retry: %r", error)

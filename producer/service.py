@@ -144,38 +144,45 @@ class ProducerService:
             confirm_window=settings.confirm_window,
         )
         await publisher.start()
-        notices = FinishedNotices(consuming, self.topology, store, self.waiters)
+        notices = FinishedNotices(consuming, self.topology, store.records, self.waiters)
         await notices.start()
         self.recorder = Recorder(
-            consuming, self.topology, store, notices.announce, self.metrics.applied
+            consuming, self.topology, store.events, notices.announce, self.metrics.applied
         )
         await self.recorder.start()
-        await RunChecks(consuming, self.topology, store).start()
+        await RunChecks(
+            consuming, self.topology, store.records, store.cancellations, store.redeliveries
+        ).start()
         letters = DeadLetterStore(store.engine)
-        await DeadLetterKeeper(consuming, self.topology, letters, store).start()
-        self.dead_letters = DeadLetterDesk(letters, store, publisher)
+        await DeadLetterKeeper(consuming, self.topology, letters, store.records).start()
+        self.dead_letters = DeadLetterDesk(letters, store.records, publisher)
         maintenance = Maintenance(
-            store,
+            store.submissions,
+            store.retention,
             publisher,
             resend_after_s=settings.outbox_resend_after_s,
             result_ttl_s=settings.result_ttl_s,
         )
         maintenance.start()
-        canceller = Canceller(publishing, self.topology, store, self.metrics.cancelled)
+        canceller = Canceller(
+            publishing, self.topology, store.records, store.cancellations, self.metrics.cancelled
+        )
         await canceller.start()
         self.canceller = canceller
-        due_tasks = DueTasks(store, publisher)
+        due_tasks = DueTasks(store.delays, store.submissions, publisher)
         due_tasks.start()
         self._parts = [notices, self.recorder, maintenance, due_tasks]
         workers = WorkerStore(store.engine)
         await WorkerRegistry(consuming, self.topology, workers).start()
         self.workers = workers
         queues = sorted(set(settings.queues) | self.catalog.queues)
-        watch = SystemWatch(consuming, self.topology, queues, store, workers, self.metrics)
+        watch = SystemWatch(
+            consuming, self.topology, queues, store.stats, letters, workers, self.metrics
+        )
         watch.start()
         self._parts.append(watch)
         self.watch = watch
-        marks = PublishedMarks(store)
+        marks = PublishedMarks(store.submissions)
         marks.start()
         self._parts.append(marks)
         submitter = Submitter(

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from conveyor.producer.dead_letters.desk import DeadLetterDesk
 from conveyor.producer.http.errors import error_responses
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.records import Records
 from conveyor.shared.errors import TaskNotFound
 from conveyor.shared.records import DeadLetterPage, TaskRecord
 
@@ -27,9 +27,9 @@ class Purged(BaseModel):
 
 
 def dead_letter_routes(
-    desk: Callable[[], DeadLetterDesk], store: Callable[[], TaskStore]
+    desk: Callable[[], DeadLetterDesk], records: Callable[[], Records]
 ) -> APIRouter:
-    """Routes over the desk and store the producer service holds (503 until they exist)."""
+    """Routes over the desk and records the producer service holds (503 until they exist)."""
     router = APIRouter(tags=["dead letters"])
 
     @router.get("/dead-letters", response_model=DeadLetterPage)
@@ -54,7 +54,7 @@ def dead_letter_routes(
     async def requeue_one(task_id: Annotated[str, Path(max_length=200)]) -> TaskRecord:
         """Publish one dead task again: same id, next attempt, a fresh retry budget."""
         await desk().requeue(task_id)
-        record = await store().get(task_id)
+        record = await records().get(task_id)
         if record is None:  # a task published without a record (e.g. by another tool)
             raise TaskNotFound(task_id)
         return record

@@ -13,7 +13,7 @@ from aio_pika import Message
 
 from conveyor.producer.dead_letters.keeper import DEAD_LETTER_HEADERS
 from conveyor.producer.dead_letters.store import DeadLetterStore
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.records import Records
 from conveyor.producer.submission.publisher import TaskPublisher
 from conveyor.shared.envelope import decode
 from conveyor.shared.errors import Conflict, TaskNotFound, UndecodableMessage
@@ -29,10 +29,10 @@ class DeadLetterDesk:
     """Requeues and purges dead letters (the API's side)."""
 
     def __init__(
-        self, letters: DeadLetterStore, store: TaskStore, publisher: TaskPublisher
+        self, letters: DeadLetterStore, records: Records, publisher: TaskPublisher
     ) -> None:
         self.letters = letters
-        self._store = store
+        self._records = records
         self._publisher = publisher
 
     async def requeue(self, task_id: str) -> None:
@@ -52,7 +52,7 @@ class DeadLetterDesk:
             raise NotRequeueable(
                 f"dead letter {task_id!r} is not a task ({error.reason}); purge it instead"
             ) from None
-        record = await self._store.get(task_id)
+        record = await self._records.get(task_id)
         if record is None:
             raise NotRequeueable(
                 f"dead letter {task_id!r} has no task record (published around Conveyor, or "

@@ -16,7 +16,7 @@ from typing import Any
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.producer.dead_letters.store import DeadLetter, DeadLetterStore
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.records import Records
 from conveyor.shared.envelope import HEADER_ATTEMPT, HEADER_RUNS, HEADER_TASK
 from conveyor.shared.topology import Topology
 
@@ -42,12 +42,12 @@ class DeadLetterKeeper:
         connection: AbstractRobustConnection,
         topology: Topology,
         letters: DeadLetterStore,
-        store: TaskStore,
+        records: Records,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._letters = letters
-        self._store = store
+        self._records = records
 
     async def start(self) -> None:
         channel = await self._connection.channel()
@@ -83,7 +83,7 @@ class DeadLetterKeeper:
         if queue and queue.startswith(f"{self._topology.namespace}."):
             queue = queue.removeprefix(f"{self._topology.namespace}.")
         task_id = message.message_id or f"unidentified-{uuid.uuid4()}"
-        record = await self._store.get(task_id)
+        record = await self._records.get(task_id)
         attempts = max(record.attempts if record else 0, _int(headers.get(HEADER_ATTEMPT)))
         if reason == "delivery_limit":
             # Every delivery started the task (prefetch 1): the first and max_deliveries more,

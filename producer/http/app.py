@@ -1,6 +1,6 @@
 """The HTTP API: submit tasks, read and wait on their records, health and readiness.
 
-Thin: the work is in Submitter (submissions) and TaskStore (records).
+Thin: the work is in Submitter (submissions) and the store's Records (reads).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ from conveyor.producer.http.errors import (
 )
 from conveyor.producer.http.guards import BearerAuth, BodyLimit, RateLimit, RequestId
 from conveyor.producer.http.task_types import document_tasks, task_type_routes
-from conveyor.producer.monitoring.api import SystemParts, system_routes
+from conveyor.producer.monitoring.api import SystemParts, stats_routes, system_routes
 from conveyor.producer.runs.cancellation import Canceller
 from conveyor.producer.runs.waiters import Waiters
 from conveyor.producer.scheduling.api import schedule_routes
 from conveyor.producer.scheduling.desk import ScheduleDesk
 from conveyor.producer.store.database import TaskStore
-from conveyor.producer.store.stats import stats_routes
+from conveyor.producer.store.records import Records
+from conveyor.producer.store.stats import Stats
 from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.catalog import Catalog
 from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable, TaskNotFound
@@ -87,6 +88,12 @@ class _Access:
             raise StoreUnavailable("the task store is not open yet")
         return self.backend.store
 
+    def records(self) -> Records:
+        return self.store().records
+
+    def stats(self) -> Stats:
+        return self.store().stats
+
     def dead_letters(self) -> DeadLetterDesk:
         if self.backend.dead_letters is None:
             raise BrokerUnavailable("not connected to RabbitMQ")
@@ -100,7 +107,7 @@ class _Access:
     async def record(self, task_id: str) -> TaskRecord:
         if len(task_id) > MAX_TASK_ID_CHARS or "\x00" in task_id:
             raise TaskNotFound(task_id)  # no record can have it (PostgreSQL refuses NUL)
-        record = await self.store().get(task_id)
+        record = await self.records().get(task_id)
         if record is None:
             raise TaskNotFound(task_id)
         return record
@@ -138,11 +145,11 @@ def create_app(
     access = _Access(backend)
     app.include_router(_submission_routes(access, max_batch_size))
     app.include_router(_record_routes(access))
-    app.include_router(dead_letter_routes(access.dead_letters, access.store))
+    app.include_router(dead_letter_routes(access.dead_letters, access.records))
     app.include_router(schedule_routes(backend))
     app.include_router(_health_routes(backend))
     app.include_router(system_routes(backend))
-    app.include_router(stats_routes(access.store))
+    app.include_router(stats_routes(access.stats))
     app.include_router(dashboard_routes())
     catalog = catalog if catalog is not None else Catalog(())
     app.include_router(task_type_routes(catalog, lambda: backend.workers))
@@ -203,7 +210,7 @@ def _record_routes(access: _Access) -> APIRouter:
         cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
     ) -> TaskPage:
         """Tasks, newest first; follow `next_cursor` for the next page."""
-        return await access.store().list(
+        return await access.records().list(
             status=status, task=task, limit=min(limit, MAX_LIST_LIMIT), cursor=cursor
         )
 

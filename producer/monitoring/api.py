@@ -1,13 +1,17 @@
-"""HTTP routes that show the system as a whole: workers, queues and Prometheus metrics."""
+"""HTTP routes that show the system as a whole: workers, queues, task stats and Prometheus
+metrics."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 from fastapi import APIRouter, Response
 
 from conveyor.producer.monitoring.metrics import ProducerMetrics
 from conveyor.producer.monitoring.watch import QueuePage, SystemWatch
+from conveyor.producer.store.stats import Stats, TaskStats
 from conveyor.producer.workers.store import WorkerStore
 from conveyor.shared.errors import BrokerUnavailable, StoreUnavailable
 from conveyor.shared.metrics import CONTENT_TYPE, exposition
@@ -51,5 +55,17 @@ def system_routes(parts: SystemParts) -> APIRouter:
     async def metrics() -> Response:
         """This producer's metrics in Prometheus' text format."""
         return Response(exposition(parts.metrics.registry), media_type=CONTENT_TYPE)
+
+    return router
+
+
+def stats_routes(stats: Callable[[], Stats], clock: Callable[[], float] = time.time) -> APIRouter:
+    """`GET /stats` over the producer's store (503 until it is open)."""
+    router = APIRouter(tags=["records"])
+
+    @router.get("/stats", response_model=TaskStats)
+    async def get_stats() -> TaskStats:
+        """Records per status, and tasks finished per 10 s over the last 10 minutes."""
+        return await stats().read(clock())
 
     return router

@@ -15,13 +15,11 @@ from collections.abc import Sequence
 
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 from pydantic import BaseModel
-from sqlalchemy import func, select
 
+from conveyor.producer.dead_letters.store import DeadLetterStore
 from conveyor.producer.monitoring.metrics import ProducerMetrics
-from conveyor.producer.store.database import TaskStore
-from conveyor.producer.store.schema import dead_letters, tasks
+from conveyor.producer.store.stats import Stats
 from conveyor.producer.workers.store import WorkerStore
-from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from conveyor.shared.workers import WorkerState
 
@@ -56,14 +54,16 @@ class SystemWatch:
         connection: AbstractRobustConnection,
         topology: Topology,
         queues: Sequence[str],
-        store: TaskStore,
+        stats: Stats,
+        letters: DeadLetterStore,
         workers: WorkerStore,
         metrics: ProducerMetrics,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._queues = sorted(queues)
-        self._store = store
+        self._stats = stats
+        self._letters = letters
         self._workers = workers
         self._metrics = metrics
         self._channel: AbstractChannel | None = None
@@ -102,16 +102,9 @@ class SystemWatch:
 
     async def _look_at_store(self) -> None:
         now = time.time()
-        oldest_query = select(func.min(func.coalesce(tasks.c.due_at, tasks.c.created_at))).where(
-            tasks.c.status == TaskStatus.QUEUED.value
-        )
-        async with self._store.engine.connect() as connection:
-            oldest = (await connection.execute(oldest_query)).scalar()
-            letters = (
-                await connection.execute(select(func.count()).select_from(dead_letters))
-            ).scalar()
+        oldest = await self._stats.oldest_queued_at()
         self._metrics.oldest_queued_seconds.set(max(0.0, now - oldest) if oldest else 0.0)
-        self._metrics.dead_letters.set(letters or 0)
+        self._metrics.dead_letters.set(await self._letters.count())
         if time.monotonic() - self._forgot_at >= FORGET_EVERY_S:
             self._forgot_at = time.monotonic()
             await self._workers.purge(now - FORGET_WORKERS_AFTER_S)

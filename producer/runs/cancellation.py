@@ -16,7 +16,8 @@ from aio_pika import DeliveryMode, Message
 from aio_pika.abc import AbstractExchange, AbstractRobustConnection
 from prometheus_client import Counter
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.cancellations import Cancellations
+from conveyor.producer.store.records import Records
 from conveyor.shared.errors import Conflict, TaskNotFound
 from conveyor.shared.records import TaskRecord, TaskStatus
 from conveyor.shared.topology import Topology
@@ -31,13 +32,15 @@ class Canceller:
         self,
         connection: AbstractRobustConnection,
         topology: Topology,
-        store: TaskStore,
+        records: Records,
+        cancellations: Cancellations,
         counter: Counter | None = None,
     ) -> None:
         self._counter = counter  # conveyor_tasks_cancelled_total
         self._connection = connection
         self._topology = topology
-        self._store = store
+        self._records = records
+        self._cancellations = cancellations
         self._exchange: AbstractExchange | None = None
 
     async def start(self) -> None:
@@ -45,12 +48,12 @@ class Canceller:
         self._exchange = await channel.get_exchange(self._topology.control_exchange, ensure=False)
 
     async def cancel(self, task_id: str) -> TaskRecord:
-        before = await self._store.get(task_id)
+        before = await self._records.get(task_id)
         if before is None:
             raise TaskNotFound(task_id)
         if before.status.terminal:
             raise Conflict(f"task {task_id!r} is already {before.status.value}")
-        record = await self._store.cancel(task_id, time.time())
+        record = await self._cancellations.cancel(task_id, time.time())
         if record is None or record.status is not TaskStatus.CANCELLED:
             status = record.status.value if record else "gone"
             raise Conflict(f"task {task_id!r} is already {status}")

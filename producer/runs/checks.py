@@ -15,7 +15,9 @@ import orjson
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.cancellations import Cancellations
+from conveyor.producer.store.records import Records
+from conveyor.producer.store.redeliveries import Redeliveries
 from conveyor.shared.topology import CHECK_TTL_MS, Topology
 
 log = logging.getLogger(__name__)
@@ -25,12 +27,19 @@ class RunChecks:
     """Consumes `{ns}.checks` and replies `{"task_id", "run", "status"}` to each request."""
 
     def __init__(
-        self, connection: AbstractRobustConnection, topology: Topology, store: TaskStore
+        self,
+        connection: AbstractRobustConnection,
+        topology: Topology,
+        records: Records,
+        cancellations: Cancellations,
+        redeliveries: Redeliveries,
     ) -> None:
         self._max_deliveries = topology.max_deliveries
         self._connection = connection
         self._topology = topology
-        self._store = store
+        self._records = records
+        self._cancelled = cancellations
+        self._redeliveries = redeliveries
         self._channel: AbstractChannel | None = None
 
     async def start(self) -> None:
@@ -71,11 +80,11 @@ class RunChecks:
 
     async def _cancellations(self, since: float) -> dict[str, object]:
         """Tasks cancelled lately: a consumer starting up acks them unrun if it meets them."""
-        return {"cancelled": await self._store.cancelled_since(since)}
+        return {"cancelled": await self._cancelled.cancelled_since(since)}
 
     async def _verdict(self, task_id: str, redelivered: bool) -> dict[str, object]:
-        record = await self._store.get(task_id)
-        redeliveries = await self._store.count_redelivery(task_id) if redelivered else 0
+        record = await self._records.get(task_id)
+        redeliveries = await self._redeliveries.increment(task_id) if redelivered else 0
         status = None if record is None else record.status
         finished = status is not None and status.terminal
         dead_letter = not finished and redeliveries > self._max_deliveries

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.events import Events
 from conveyor.shared.errors import UndecodableMessage
 from conveyor.shared.events import TaskEvent, decode_events
 from conveyor.shared.topology import Topology
@@ -31,19 +31,19 @@ OnFinished = Callable[[set[str]], Awaitable[None]]
 
 
 class Recorder:
-    """Consumes `{ns}.recorder` and applies the events it carries to `store`."""
+    """Consumes `{ns}.recorder` and applies the events it carries to the records."""
 
     def __init__(
         self,
         connection: AbstractRobustConnection,
         topology: Topology,
-        store: TaskStore,
+        events: Events,
         on_finished: OnFinished,
         on_applied: Callable[[list[TaskEvent], float], None] | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
-        self._store = store
+        self._events = events
         self._on_finished = on_finished
         self._on_applied = on_applied
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
@@ -98,7 +98,7 @@ class Recorder:
         try:
             finished = set()
             for start in range(0, len(events), BATCH_EVENTS):
-                finished |= await self._store.apply(events[start : start + BATCH_EVENTS])
+                finished |= await self._events.apply(events[start : start + BATCH_EVENTS])
         except Exception as error:
             # The database is down or refused: give the events back and try again later.
             log.error("could not apply %d events to the store: %r", len(events), error)

@@ -22,7 +22,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.records import Records
 from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,12 @@ class FinishedNotices:
         self,
         connection: AbstractRobustConnection,
         topology: Topology,
-        store: TaskStore,
+        records: Records,
         waiters: Waiters,
     ) -> None:
         self._connection = connection
         self._topology = topology
-        self._store = store
+        self._records = records
         self._waiters = waiters
         self._exchange: AbstractExchange | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -120,6 +120,6 @@ class FinishedNotices:
             if not watched:
                 continue
             try:
-                self._waiters.notify(await self._store.terminal(watched))
+                self._waiters.notify(await self._records.terminal(watched))
             except Exception as error:
                 log.warning("could not check waited-on tasks: %r", error)

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.delays import Delays
+from conveyor.producer.store.submissions import Submissions
 from conveyor.producer.submission.publisher import TaskPublisher
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ POLL_S = 0.25
 class DueTasks:
     """Publishes delayed tasks once they are due."""
 
-    def __init__(self, store: TaskStore, publisher: TaskPublisher) -> None:
-        self._store = store
+    def __init__(self, delays: Delays, submissions: Submissions, publisher: TaskPublisher) -> None:
+        self._delays = delays
+        self._submissions = submissions
         self._publisher = publisher
         self._task: asyncio.Task[None] | None = None
 
@@ -39,9 +41,9 @@ class DueTasks:
     async def publish_due(self) -> int:
         """Publish every task due now; how many."""
         published = 0
-        while due := await self._store.claim_due(time.time()):
+        while due := await self._delays.claim_due(time.time()):
             await self._publisher.publish_many(due)
-            await self._store.mark_published([task.id for task in due])
+            await self._submissions.mark_published([task.id for task in due])
             published += len(due)
         return published
 
@@ -50,7 +52,7 @@ class DueTasks:
             try:
                 if await self.publish_due():
                     continue
-                next_due = await self._store.next_due()
+                next_due = await self._delays.next_due()
             except Exception as error:
                 # Claimed but unpublished tasks stay in the outbox; the sweeper sends them.
                 log.warning("publishing due tasks failed, will retry: %r", error)

@@ -12,7 +12,8 @@ import asyncio
 import logging
 import time
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.retention import Retention
+from conveyor.producer.store.submissions import Submissions
 from conveyor.producer.submission.publisher import TaskPublisher
 
 log = logging.getLogger(__name__)
@@ -25,13 +26,15 @@ class Maintenance:
 
     def __init__(
         self,
-        store: TaskStore,
+        submissions: Submissions,
+        retention: Retention,
         publisher: TaskPublisher,
         *,
         resend_after_s: float,
         result_ttl_s: float,
     ) -> None:
-        self._store = store
+        self._submissions = submissions
+        self._retention = retention
         self._publisher = publisher
         self._resend_after_s = resend_after_s
         self._result_ttl_s = result_ttl_s
@@ -47,18 +50,18 @@ class Maintenance:
 
     async def sweep_outbox(self) -> int:
         """Publish records the broker never confirmed; how many were sent."""
-        stale = await self._store.unpublished(time.time() - self._resend_after_s)
+        stale = await self._submissions.unpublished(time.time() - self._resend_after_s)
         if not stale:
             return 0
         resent = [message.resend() for message in stale]
         await self._publisher.publish_many(resent)
-        await self._store.mark_published([message.id for message in resent])
+        await self._submissions.mark_published([message.id for message in resent])
         log.warning("published %d task(s) again whose first publish was not confirmed", len(stale))
         return len(stale)
 
     async def purge_expired(self) -> int:
         """Delete finished records older than the TTL; how many."""
-        purged = await self._store.purge(time.time() - self._result_ttl_s)
+        purged = await self._retention.purge(time.time() - self._result_ttl_s)
         if purged:
             log.info("purged %d finished task record(s) older than %gs", purged, self._result_ttl_s)
         return purged

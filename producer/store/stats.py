@@ -1,21 +1,18 @@
-"""Task counts by status and recent throughput, read from the task store for the dashboard.
+"""Task counts by status, recent throughput and the oldest waiting task, for the dashboard
+(`GET /stats`) and the gauges of `/metrics`.
 
-Two grouped queries per call, on indexed columns (status; finished_at), so a dashboard that
-polls every few seconds costs the database little. `GET /stats` serves them.
+Grouped queries on indexed columns (status; finished_at), so a dashboard that polls every
+few seconds costs the database little.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Integer, cast, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from conveyor.producer.store.database import TaskStore
 from conveyor.producer.store.schema import tasks
 from conveyor.shared.records import TaskStatus
 
@@ -40,16 +37,34 @@ class TaskStats(BaseModel):
     bucket_s: int = Field(description="Width of each throughput bucket, seconds.")
 
 
-async def read_stats(
-    connection: AsyncConnection,
-    now_s: float,
-    *,
-    bucket_s: int = BUCKET_S,
-    window_s: int = WINDOW_S,
+class Stats:
+    """Aggregates over the task records: nothing here reads a single record."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def read(
+        self, now_s: float, *, bucket_s: int = BUCKET_S, window_s: int = WINDOW_S
+    ) -> TaskStats:
+        """Counts by status, and the buckets of the `window_s` before `now_s` (the last one,
+        the bucket `now_s` falls in, still filling). Buckets are aligned to multiples of
+        `bucket_s`, so successive polls see the same buckets."""
+        async with self._engine.connect() as connection:
+            return await _read_stats(connection, now_s, bucket_s=bucket_s, window_s=window_s)
+
+    async def oldest_queued_at(self) -> float | None:
+        """When the task waiting longest in `queued` was due (its creation, unless delayed)."""
+        query = select(func.min(func.coalesce(tasks.c.due_at, tasks.c.created_at))).where(
+            tasks.c.status == TaskStatus.QUEUED.value
+        )
+        async with self._engine.connect() as connection:
+            oldest = (await connection.execute(query)).scalar()
+        return None if oldest is None else float(oldest)
+
+
+async def _read_stats(
+    connection: AsyncConnection, now_s: float, *, bucket_s: int, window_s: int
 ) -> TaskStats:
-    """Counts by status, and the buckets of the `window_s` before `now_s` (the last one, the
-    bucket `now_s` falls in, still filling). Buckets are aligned to multiples of `bucket_s`,
-    so successive polls see the same buckets."""
     counts = {status.value: 0 for status in TaskStatus}
     by_status = select(tasks.c.status, func.count()).group_by(tasks.c.status)
     for status, count in (await connection.execute(by_status)).all():
@@ -96,18 +111,3 @@ def _bucket_index(
         # SQLite may lack floor(); CAST truncates, which is floor for these offsets (>= 0).
         return cast(offset, Integer)
     return cast(func.floor(offset), Integer)  # PostgreSQL's CAST rounds
-
-
-def stats_routes(
-    store: Callable[[], TaskStore], clock: Callable[[], float] = time.time
-) -> APIRouter:
-    """`GET /stats` over the producer's store (503 until it is open)."""
-    router = APIRouter(tags=["records"])
-
-    @router.get("/stats", response_model=TaskStats)
-    async def get_stats() -> TaskStats:
-        """Records per status, and tasks finished per 10 s over the last 10 minutes."""
-        async with store().engine.connect() as connection:
-            return await read_stats(connection, clock())
-
-    return router

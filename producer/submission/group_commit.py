@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from conveyor.producer.store.database import NewTask
+from conveyor.producer.store.submissions import NewTask
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.records import TaskRecord
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 
-from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.submissions import Submissions
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ RETRY_DELAY_S = 1.0
 class PublishedMarks:
     """`mark(ids)` returns at once; a background task writes the marks in batches."""
 
-    def __init__(self, store: TaskStore) -> None:
-        self._store = store
+    def __init__(self, submissions: Submissions) -> None:
+        self._submissions = submissions
         self._pending: list[str] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -66,7 +66,7 @@ class PublishedMarks:
         while self._pending:
             batch, self._pending = self._pending[:MAX_IDS], self._pending[MAX_IDS:]
             try:
-                await self._store.mark_published(batch)
+                await self._submissions.mark_published(batch)
             except BaseException:
                 self._pending[:0] = batch
                 self._wake.set()

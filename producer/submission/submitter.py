@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.producer.monitoring.metrics import ProducerMetrics
-from conveyor.producer.store.database import NewTask, TaskStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.submissions import NewTask
 from conveyor.producer.submission.group_commit import GroupCommit
 from conveyor.producer.submission.outbox import PublishedMarks
 from conveyor.producer.submission.publisher import TaskPublisher
@@ -227,8 +228,8 @@ class Submitter:
         return outcome
 
     async def _record(self, entries: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
-        """Record `entries` in one transaction (see TaskStore.add) and count the new ones."""
-        outcome = await self.store.add(entries)
+        """Record `entries` in one transaction (see Submissions.add) and count the new ones."""
+        outcome = await self.store.submissions.add(entries)
         if self._metrics is not None:
             for entry, (_, created) in zip(entries, outcome, strict=True):
                 if created:
@@ -266,7 +267,7 @@ class Submitter:
             if self._marks is not None:
                 self._marks.mark(confirmed)
             else:
-                await self.store.mark_published(confirmed)
+                await self.store.submissions.mark_published(confirmed)
         refused = [
             task.id
             for task, error in zip(fresh, outcomes, strict=True)
@@ -279,7 +280,7 @@ class Submitter:
 
     async def _discard(self, ids: list[str]) -> None:
         try:
-            await self.store.discard(ids)
+            await self.store.submissions.discard(ids)
         except Exception as error:
             # Left in the outbox: the sweeper publishes them later (at least once).
             log.warning("could not remove %d unpublished record(s): %r", len(ids), error)

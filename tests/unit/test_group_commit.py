@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conveyor.producer.store.database import NewTask
+from conveyor.producer.store.submissions import NewTask
 from conveyor.producer.submission.group_commit import GroupCommit, Outcome
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import PublishFailed, PublishUnconfirmed

@@ -378,7 +378,7 @@ async def test_two_leaders_at_once_enqueue_each_tick_once(parts: Parts) -> None:
     assert len(ids) == len(set(ids)) == 10  # ticks 1001..1010
     assert ids == sorted(ids)
     assert ids == [tick_task_id("every-second", 1001.0 + n) for n in range(10)]
-    records = (await parts.tasks.list(limit=50)).items
+    records = (await parts.tasks.records.list(limit=50)).items
     assert sorted(r.idempotency_key or "" for r in records) == [
         tick_key("every-second", 1001.0 + n) for n in range(10)
     ]

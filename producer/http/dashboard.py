@@ -2,7 +2,7 @@
 
 No build step and nothing from the internet: plain files under `producer/http/static/`, read once
 when the app is made. They hold no data, so they load without a token (`DASHBOARD_PATHS`
-are open in `http_guards`); the script then polls the JSON API every two seconds with the
+are open in `guards`); the script then polls the JSON API every two seconds with the
 token the user typed in, kept in the browser's localStorage.
 """
 

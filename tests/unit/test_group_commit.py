@@ -39,7 +39,7 @@ def record_of(task: NewTask) -> TaskRecord:
 
 
 class FakeStore:
-    """Records groups like TaskStore.add: a key seen before (or twice) gives the first record."""
+    """Records groups like Submissions.add: a key seen before (or twice) gives the first record."""
 
     def __init__(self) -> None:
         self.groups: list[list[NewTask]] = []

@@ -18,10 +18,12 @@ RESERVED_QUEUE_NAMES = frozenset(
         "events",
         "recorder",
         "finished",
-        "checks",
+        "checks",  # the run-checks queue's name before it became a quorum queue
+        "run-checks",
         "control",
         "scheduler-leader",
-        "workers",
+        "workers",  # the heartbeats queue's name before it became a quorum queue
+        "heartbeats",
     }
 )
 

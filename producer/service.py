@@ -151,7 +151,12 @@ class ProducerService:
         )
         await self.recorder.start()
         await RunChecks(
-            consuming, self.topology, store.records, store.cancellations, store.redeliveries
+            consuming,
+            self.topology,
+            store.records,
+            store.cancellations,
+            store.redeliveries,
+            self.waiters,
         ).start()
         letters = DeadLetterStore(store.engine)
         await DeadLetterKeeper(consuming, self.topology, letters, store.records).start()

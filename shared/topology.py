@@ -5,13 +5,20 @@
     {ns}.events  topic exchange for task status events (routing key task.events)
                  -> {ns}.recorder, the durable queue producer replicas apply to the store
     {ns}.finished  fanout exchange: ids of tasks the store saw finish (wakes waiting clients)
-    {ns}.checks  queue of consumers' "may I run this redelivered task?" requests
-    {ns}.workers queue of consumers' heartbeats, kept in the producers' worker registry
+    {ns}.run-checks  queue of consumers' "may I run this redelivered task?" requests
+    {ns}.heartbeats  queue of consumers' heartbeats, kept in the producers' worker registry
     {ns}.scheduler-leader  exclusive queue held by the scheduler leader's connection
     {ns}.control fanout exchange of cancellations, heard by every consumer
 
 Queue arguments are part of the contract: RabbitMQ refuses (PRECONDITION_FAILED) a queue
-re-declared with other arguments, so change them deliberately.
+re-declared with other arguments, so change them deliberately (under a new name, as when the
+run-checks and heartbeats queues, once classic `{ns}.checks` and `{ns}.workers`, became
+quorum queues).
+
+Every durable queue has the work queues' type. A classic queue lives on one node: while that
+node is down it cannot be declared, and aio-pika re-declares what a channel declared on every
+reconnect, so one such queue kept a whole connection from coming back (the producer's recorder,
+run checks and worker registry with it) until its node returned.
 """
 
 from __future__ import annotations
@@ -100,11 +107,21 @@ class Topology:
 
     @property
     def checks_queue(self) -> str:
-        return f"{self.namespace}.checks"
+        return f"{self.namespace}.run-checks"
+
+    @property
+    def checks_queue_arguments(self) -> FieldTable:
+        # Checks are answered within seconds or not at all: nothing worth keeping longer.
+        return {"x-queue-type": self.queue_type, "x-message-ttl": CHECK_TTL_MS}
 
     @property
     def workers_queue(self) -> str:
-        return f"{self.namespace}.workers"
+        return f"{self.namespace}.heartbeats"
+
+    @property
+    def workers_queue_arguments(self) -> FieldTable:
+        # Heartbeats are news for minutes at most.
+        return {"x-queue-type": self.queue_type, "x-message-ttl": HEARTBEAT_TTL_MS}
 
     @property
     def scheduler_leader_queue(self) -> str:
@@ -183,6 +200,13 @@ async def declare_retry_queue(
     return name
 
 
+async def declare_checks_queue(channel: AbstractChannel, topology: Topology) -> AbstractQueue:
+    """The run-checks queue, declared alike by the topology and by the producer's answerer."""
+    return await channel.declare_queue(
+        topology.checks_queue, durable=True, arguments=topology.checks_queue_arguments
+    )
+
+
 async def declare_topology(
     channel: AbstractChannel, topology: Topology, queues: Iterable[str]
 ) -> None:
@@ -205,11 +229,9 @@ async def declare_topology(
     await recorder.bind(topology.events_exchange, routing_key=EVENTS_ROUTING_KEY)
     await channel.declare_exchange(topology.finished_exchange, ExchangeType.FANOUT)
     await channel.declare_exchange(topology.control_exchange, ExchangeType.FANOUT, durable=True)
-    # Checks are answered within seconds or not at all: nothing to keep across a restart.
-    await channel.declare_queue(topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS})
-    # Heartbeats are news for minutes at most; a classic queue, as they are many and small.
+    await declare_checks_queue(channel, topology)
     await channel.declare_queue(
-        topology.workers_queue, durable=True, arguments={"x-message-ttl": HEARTBEAT_TTL_MS}
+        topology.workers_queue, durable=True, arguments=topology.workers_queue_arguments
     )
     for queue in queues:
         await declare_work_queue(channel, topology, queue)

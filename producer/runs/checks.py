@@ -5,22 +5,32 @@ RPC: the common path pays nothing, and consumers never open the database. A task
 record is already terminal must not run again; one redelivered more than
 CONVEYOR_MAX_DELIVERIES times must be dead-lettered (classic queues count no deliveries, so
 this count is theirs; quorum queues' own limit acts first); anything else may run.
+
+A redelivered task whose record is not terminal yet may have finished all the same: its
+consumer lost its broker node between the run and the ack, and sends the events again once
+it has reconnected. So the answer waits up to LATE_EVENTS_GRACE_S for the task to be
+announced finished before it says "run" (the consumer asks for 5 s, then once more).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import orjson
 from aio_pika import Message
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
+from conveyor.producer.runs.waiters import Waiters
 from conveyor.producer.store.cancellations import Cancellations
 from conveyor.producer.store.records import Records
 from conveyor.producer.store.redeliveries import Redeliveries
-from conveyor.shared.topology import CHECK_TTL_MS, Topology
+from conveyor.shared.topology import Topology, declare_checks_queue
 
 log = logging.getLogger(__name__)
+
+LATE_EVENTS_GRACE_S = 3.0
 
 
 class RunChecks:
@@ -33,6 +43,8 @@ class RunChecks:
         records: Records,
         cancellations: Cancellations,
         redeliveries: Redeliveries,
+        waiters: Waiters,
+        late_events_grace_s: float = LATE_EVENTS_GRACE_S,
     ) -> None:
         self._max_deliveries = topology.max_deliveries
         self._connection = connection
@@ -40,16 +52,15 @@ class RunChecks:
         self._records = records
         self._cancelled = cancellations
         self._redeliveries = redeliveries
+        self._waiters = waiters
+        self._late_events_grace_s = late_events_grace_s
         self._channel: AbstractChannel | None = None
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=100)
-        # Declared (not just looked up): a robust channel restores only what it declared, and
-        # this queue is not durable, so a broker restart drops it.
-        queue = await self._channel.declare_queue(
-            self._topology.checks_queue, arguments={"x-message-ttl": CHECK_TTL_MS}
-        )
+        # Declared (not just looked up): a robust channel restores only what it declared.
+        queue = await declare_checks_queue(self._channel, self._topology)
         await queue.consume(self._answer, no_ack=True)
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:
@@ -83,7 +94,12 @@ class RunChecks:
         return {"cancelled": await self._cancelled.cancelled_since(since)}
 
     async def _verdict(self, task_id: str, redelivered: bool) -> dict[str, object]:
-        record = await self._records.get(task_id)
+        with self._waiters.watch(task_id) as announced:  # watching before the first read
+            record = await self._records.get(task_id)
+            if redelivered and record is not None and not record.status.terminal:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(announced, self._late_events_grace_s)
+                record = await self._records.get(task_id)
         redeliveries = await self._redeliveries.increment(task_id) if redelivered else 0
         status = None if record is None else record.status
         finished = status is not None and status.terminal

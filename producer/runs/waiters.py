@@ -101,7 +101,11 @@ class FinishedNotices:
         if self._exchange is None:
             return
         try:
-            await self._exchange.publish(Message(orjson.dumps(sorted(ids))), routing_key="")
+            # Not mandatory: with no replica listening (all of them reconnecting) a returned
+            # hint would only be an ERROR line in aiormq's log.
+            await self._exchange.publish(
+                Message(orjson.dumps(sorted(ids))), routing_key="", mandatory=False
+            )
         except Exception as error:
             log.info("could not announce %d finished tasks: %r", len(ids), error)
 

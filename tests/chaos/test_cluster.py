@@ -202,14 +202,23 @@ async def test_2000_tasks_end_succeeded_once_while_the_queue_leader_and_a_second
                 await ledger.connect()  # its node may be the one that died
                 accepted = len(seen.accepted)
                 down_since = time.monotonic()
-                await wait_until(
-                    lambda: (
-                        time.monotonic() - down_since >= DOWN_S
-                        and len(seen.accepted) > accepted + 2 * BATCH
-                    ),
-                    60,
-                    "submissions to be accepted again with a node down",
-                )
+                refused, odd = len(seen.refusals_at), len(seen.odd)
+                try:
+                    await wait_until(
+                        lambda: (
+                            time.monotonic() - down_since >= DOWN_S
+                            and len(seen.accepted) > accepted + 2 * BATCH
+                        ),
+                        60,
+                        "submissions to be accepted again with a node down",
+                    )
+                except AssertionError as error:
+                    raise AssertionError(
+                        f"{error}: {target.name} killed; since then "
+                        f"{len(seen.accepted) - accepted} accepted, "
+                        f"{len(seen.refusals_at) - refused} batches refused, "
+                        f"other answers: {seen.odd[odd:][-3:]}"
+                    ) from None
                 await asyncio.to_thread(cluster.restart, target)
                 row.restarts += 1
 

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from bench.common import CONFIRM_WINDOW, CONVEYOR_QUEUE, Names, child_env
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
-from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.events import EVENTS_ROUTING_KEY, decode_events
 from conveyor.shared.records import TaskStatus
 

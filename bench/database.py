@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import StoreKind
 from conveyor.config.store import async_database_url
-from conveyor.producer.schema import tasks
-from conveyor.producer.store import TaskStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.schema import tasks
 from conveyor.shared.records import TaskStatus
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -48,7 +48,7 @@ from bench.measure import QueueProbe
 from bench.scaling_report import Point, render_table, write_markdown, write_plot
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
-from conveyor.producer.submission import TaskSubmission
+from conveyor.producer.submission.submitter import TaskSubmission
 from conveyor.shared.events import EVENTS_ROUTING_KEY, decode_events
 from conveyor.shared.records import TaskStatus
 

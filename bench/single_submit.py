@@ -44,7 +44,7 @@ from bench.database import DEFAULT_POSTGRES_URL, database_name, run_database
 from bench.http_single import measure_http
 from bench.raw import RawPublisher, declare_raw
 from bench.run import cleanup_names
-from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 
 
 def conveyor_send(submitter: Submitter) -> Send:

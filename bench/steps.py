@@ -51,8 +51,8 @@ from bench.measure import (
     timed_enqueue,
 )
 from bench.raw import RawPublisher, declare_raw, raw_consumer_argv, subscribe_replies
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.submitter import Submitter
 
 Results = dict[str, Throughput | LatencyResult]
 

@@ -1,8 +1,9 @@
 """What a consumer tells Prometheus: its task outcomes, run times and queue waits.
 
 Counted where they happen, once per run: a task retried twice counts three starts, two
-retries and one success. The producer counts submissions and cancellations (producer/metrics.py)
-so that summing a metric over all services never counts one thing twice.
+retries and one success. The producer counts submissions and cancellations
+(producer/monitoring/metrics.py) so that summing a metric over all services never counts one
+thing twice.
 """
 
 from __future__ import annotations

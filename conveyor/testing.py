@@ -33,8 +33,8 @@ from conveyor.client_errors import (
     TaskNotFound,
 )
 from conveyor.consumer.deliveries import error_info
-from conveyor.producer.errors import submission_error_body
-from conveyor.producer.submission import TaskSubmission, prepare_task
+from conveyor.producer.http.errors import submission_error_body
+from conveyor.producer.submission.submitter import TaskSubmission, prepare_task
 from conveyor.shared.errors import PermanentFailure, SubmissionError, TaskTimedOut
 from conveyor.shared.records import TaskError, TaskRecord, TaskStatus
 from conveyor.shared.task_loader import TaskDefaults, catalog_of, load_tasks

@@ -17,9 +17,9 @@ from conveyor.config import (
     redact_text,
     redact_url,
 )
-from conveyor.producer.api import create_app
+from conveyor.producer.http.app import create_app
 from conveyor.producer.service import ProducerService
-from conveyor.producer.store import migrate_database, schema_versions
+from conveyor.producer.store.database import migrate_database, schema_versions
 from conveyor.shared.health import AliveFile
 from conveyor.shared.logs import configure_logging
 from conveyor.shared.runtime import run as run_on_loop

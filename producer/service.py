@@ -11,27 +11,28 @@ from typing import Protocol, TypeVar
 from aio_pika.abc import AbstractRobustConnection
 
 from conveyor.config import ProducerSettings, redact_text, redact_url
-from conveyor.producer.cancellation import Canceller
-from conveyor.producer.checks import RunChecks
-from conveyor.producer.dead_letter_store import DeadLetterStore
-from conveyor.producer.dead_letters import DeadLetterDesk, DeadLetterKeeper
-from conveyor.producer.delays import DueTasks
-from conveyor.producer.leader import Leadership, new_replica_id
-from conveyor.producer.maintenance import Maintenance
-from conveyor.producer.metrics import ProducerMetrics
-from conveyor.producer.outbox import PublishedMarks
-from conveyor.producer.publisher import Publisher
-from conveyor.producer.recorder import Recorder
-from conveyor.producer.schedule_desk import ScheduleDesk
-from conveyor.producer.schedule_file import load_schedules_file
-from conveyor.producer.schedule_store import ScheduleStore
-from conveyor.producer.scheduler import Scheduler
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
-from conveyor.producer.waiters import FinishedNotices, Waiters
-from conveyor.producer.watch import SystemWatch
-from conveyor.producer.worker_registry import WorkerRegistry
-from conveyor.producer.worker_store import WorkerStore
+from conveyor.producer.dead_letters.desk import DeadLetterDesk
+from conveyor.producer.dead_letters.keeper import DeadLetterKeeper
+from conveyor.producer.dead_letters.store import DeadLetterStore
+from conveyor.producer.monitoring.metrics import ProducerMetrics
+from conveyor.producer.monitoring.watch import SystemWatch
+from conveyor.producer.runs.cancellation import Canceller
+from conveyor.producer.runs.checks import RunChecks
+from conveyor.producer.runs.recorder import Recorder
+from conveyor.producer.runs.waiters import FinishedNotices, Waiters
+from conveyor.producer.scheduling.delays import DueTasks
+from conveyor.producer.scheduling.desk import ScheduleDesk
+from conveyor.producer.scheduling.file import load_schedules_file
+from conveyor.producer.scheduling.leader import Leadership, new_replica_id
+from conveyor.producer.scheduling.scheduler import Scheduler
+from conveyor.producer.scheduling.store import ScheduleStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.maintenance import Maintenance
+from conveyor.producer.submission.outbox import PublishedMarks
+from conveyor.producer.submission.publisher import Publisher
+from conveyor.producer.submission.submitter import Submitter
+from conveyor.producer.workers.registry import WorkerRegistry
+from conveyor.producer.workers.store import WorkerStore
 from conveyor.shared.catalog import Catalog
 from conveyor.shared.connection import connect
 from conveyor.shared.task_loader import load_catalog
@@ -143,38 +144,50 @@ class ProducerService:
             confirm_window=settings.confirm_window,
         )
         await publisher.start()
-        notices = FinishedNotices(consuming, self.topology, store, self.waiters)
+        notices = FinishedNotices(consuming, self.topology, store.records, self.waiters)
         await notices.start()
         self.recorder = Recorder(
-            consuming, self.topology, store, notices.announce, self.metrics.applied
+            consuming, self.topology, store.events, notices.announce, self.metrics.applied
         )
         await self.recorder.start()
-        await RunChecks(consuming, self.topology, store, self.waiters).start()
+        await RunChecks(
+            consuming,
+            self.topology,
+            store.records,
+            store.cancellations,
+            store.redeliveries,
+            self.waiters,
+        ).start()
         letters = DeadLetterStore(store.engine)
-        await DeadLetterKeeper(consuming, self.topology, letters, store).start()
-        self.dead_letters = DeadLetterDesk(letters, store, publisher)
+        await DeadLetterKeeper(consuming, self.topology, letters, store.records).start()
+        self.dead_letters = DeadLetterDesk(letters, store.records, publisher)
         maintenance = Maintenance(
-            store,
+            store.submissions,
+            store.retention,
             publisher,
             resend_after_s=settings.outbox_resend_after_s,
             result_ttl_s=settings.result_ttl_s,
         )
         maintenance.start()
-        canceller = Canceller(publishing, self.topology, store, self.metrics.cancelled)
+        canceller = Canceller(
+            publishing, self.topology, store.records, store.cancellations, self.metrics.cancelled
+        )
         await canceller.start()
         self.canceller = canceller
-        due_tasks = DueTasks(store, publisher)
+        due_tasks = DueTasks(store.delays, store.submissions, publisher)
         due_tasks.start()
         self._parts = [notices, self.recorder, maintenance, due_tasks]
         workers = WorkerStore(store.engine)
         await WorkerRegistry(consuming, self.topology, workers).start()
         self.workers = workers
         queues = sorted(set(settings.queues) | self.catalog.queues)
-        watch = SystemWatch(consuming, self.topology, queues, store, workers, self.metrics)
+        watch = SystemWatch(
+            consuming, self.topology, queues, store.stats, letters, workers, self.metrics
+        )
         watch.start()
         self._parts.append(watch)
         self.watch = watch
-        marks = PublishedMarks(store)
+        marks = PublishedMarks(store.submissions)
         marks.start()
         self._parts.append(marks)
         submitter = Submitter(

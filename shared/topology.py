@@ -126,7 +126,7 @@ class Topology:
     @property
     def scheduler_leader_queue(self) -> str:
         """Exclusive queue: the producer replica whose connection declared it leads the
-        scheduler (see producer/leader.py)."""
+        scheduler (see producer/scheduling/leader.py)."""
         return f"{self.namespace}.scheduler-leader"
 
     @property

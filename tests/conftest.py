@@ -15,7 +15,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
-from conveyor.producer.submission import Submitter
+from conveyor.producer.submission.submitter import Submitter
 from conveyor.shared.catalog import DEFAULT_QUEUE
 from conveyor.shared.topology import Topology, declare_topology
 from tests.support import (

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractConnection
 
 from conveyor.config import ProducerSettings
 from conveyor.producer.service import open_submitter
-from conveyor.producer.submission import TaskSubmission
+from conveyor.producer.submission.submitter import TaskSubmission
 from conveyor.shared.records import TaskStatus
 from conveyor.shared.topology import Topology
 from tests.support import (

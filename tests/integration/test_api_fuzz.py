@@ -25,7 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conveyor.producer.api import create_app
+from conveyor.producer.http.app import create_app
 from conveyor.shared.topology import Topology
 from tests.support import delete_namespace, free_port, service_spawner, unique_namespace
 

@@ -59,7 +59,7 @@ def test_wheel_the_image_installs_holds_all_packages_and_the_cli(tmp_path: Path)
         assert f"conveyor/{module}" in names
     assert "conveyor/config/__init__.py" in names and "conveyor/shared/py.typed" in names
     for asset in ("index.html", "dashboard.js", "dashboard.css"):  # the dashboard
-        assert f"conveyor/producer/static/{asset}" in names
+        assert f"conveyor/producer/http/static/{asset}" in names
     # Every module of the source folders is in the wheel (a subpackage cannot be forgotten).
     for folder in ("producer", "consumer", "shared", "config"):
         for path in (REPO / folder).rglob("*.py"):

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.records import TaskStatus
 from tests.support import EventLog, ServiceProcess, wait_until
 

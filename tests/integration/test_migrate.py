@@ -11,8 +11,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from conveyor.config.store import async_database_url
-from conveyor.producer.schema import MIGRATIONS, latest_version, schema_version
-from conveyor.producer.store import schema_versions
+from conveyor.producer.store.database import schema_versions
+from conveyor.producer.store.schema import MIGRATIONS, latest_version, schema_version
 from tests.integration.conftest import OpenApi
 from tests.support import REPO, ServiceProcess, free_port
 

@@ -13,7 +13,8 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from conveyor.config import async_database_url
-from conveyor.producer.store import NewTask, TaskStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.submissions import NewTask
 from conveyor.shared.envelope import TaskMessage, encode
 from conveyor.shared.events import EVENTS_ROUTING_KEY, encode_events, make_event
 from conveyor.shared.ids import new_task_id
@@ -140,7 +141,8 @@ async def test_outbox_sweeper_publishes_a_record_its_producer_never_did(
 ) -> None:
     store = await TaskStore.open(async_database_url(sqlite_url))
     orphan = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={"o": 1})
-    await store.add([NewTask(orphan, max_retries=3, timeout_s=300)])  # written, never published
+    # Written, never published:
+    await store.submissions.add([NewTask(orphan, max_retries=3, timeout_s=300)])
     await store.close()
     api = await open_api(outbox_resend_after_s=0.5)
     spawn("consumer")
@@ -230,13 +232,15 @@ async def test_store_add_settles_fifty_concurrent_duplicates(database_url: str) 
 
         async def submit() -> tuple[str, bool]:
             message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
-            [(record, created)] = await store.add([NewTask(message, 3, 300.0, "same-key")])
+            [(record, created)] = await store.submissions.add(
+                [NewTask(message, 3, 300.0, "same-key")]
+            )
             return record.id, created
 
         outcomes = await asyncio.gather(*(submit() for _ in range(50)))
         assert len({task_id for task_id, _ in outcomes}) == 1
         assert sorted(created for _, created in outcomes) == [False] * 49 + [True]
-        assert len((await store.list(limit=100)).items) == 1
+        assert len((await store.records.list(limit=100)).items) == 1
     finally:
         await store.close()
 
@@ -259,15 +263,17 @@ async def test_store_add_settles_concurrent_batches_with_overlapping_keys(
                 )
                 for n in range(5)
             ]
-            return [(record.id, created) for record, created in await store.add(entries)]
+            return [
+                (record.id, created) for record, created in await store.submissions.add(entries)
+            ]
 
         # Three batches: each collision means another batch got in, so the third try succeeds
-        # (TaskStore.add gives up after APPLY_TRIES = 3).
+        # (Submissions.add gives up after INSERT_TRIES = 3).
         outcomes = await asyncio.gather(*(submit(first) for first in (0, 3, 6)))
         ids = {task_id for batch in outcomes for task_id, _ in batch}
         assert len(ids) == 10
         assert sum(created for batch in outcomes for _, created in batch) == 10
-        assert len((await store.list(limit=100)).items) == 10
+        assert len((await store.records.list(limit=100)).items) == 10
     finally:
         await store.close()
 
@@ -277,11 +283,11 @@ async def test_store_keeps_any_json_result_as_it_was(database_url: str, result: 
     store = await TaskStore.open(async_database_url(database_url))
     try:
         message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
-        await store.add([NewTask(message, 3, 300.0)])
-        await store.apply(
+        await store.submissions.add([NewTask(message, 3, 300.0)])
+        await store.events.apply(
             [make_event(message.id, "echo", TaskStatus.SUCCEEDED, 1, "w", result=result)]
         )
-        record = await store.get(message.id)
+        record = await store.records.get(message.id)
         assert record is not None and record.status == "succeeded"
         assert record.result == result and type(record.result) is type(result)
     finally:

@@ -16,9 +16,10 @@ import pytest
 from aio_pika.abc import AbstractRobustConnection
 
 from conveyor.consumer.checks import RunCheck
-from conveyor.producer.checks import RunChecks
-from conveyor.producer.store import NewTask, TaskStore
-from conveyor.producer.waiters import Waiters
+from conveyor.producer.runs.checks import RunChecks
+from conveyor.producer.runs.waiters import Waiters
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.submissions import NewTask
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import make_event
 from conveyor.shared.ids import new_task_id
@@ -36,7 +37,7 @@ async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
 
 async def _queued(store: TaskStore) -> str:
     message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
-    [(record, _)] = await store.add([NewTask(message, 3, 300.0)])
+    [(record, _)] = await store.submissions.add([NewTask(message, 3, 300.0)])
     return record.id
 
 
@@ -44,7 +45,15 @@ async def _checks(
     broker: AbstractRobustConnection, topology: Topology, store: TaskStore, grace_s: float
 ) -> tuple[RunCheck, Waiters]:
     waiters = Waiters()
-    await RunChecks(broker, topology, store, waiters, late_events_grace_s=grace_s).start()
+    await RunChecks(
+        broker,
+        topology,
+        store.records,
+        store.cancellations,
+        store.redeliveries,
+        waiters,
+        late_events_grace_s=grace_s,
+    ).start()
     check = RunCheck(broker, topology, timeout_s=10)
     await check.start()
     return check, waiters
@@ -59,7 +68,7 @@ async def test_a_redelivered_task_whose_success_arrives_late_is_not_run_again(
     # The question is in (the answer is waiting for late events); now the success lands.
     await wait_until(lambda: task_id in waiters.watched(), 10, "the run check to arrive")
     done = make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w1", result=1)
-    assert await store.apply([done]) == {task_id}
+    assert await store.events.apply([done]) == {task_id}
     waiters.notify([task_id])
     verdict = await asyncio.wait_for(asking, 10)
     assert (verdict.run, verdict.finished_as) == (False, "succeeded")

@@ -1,4 +1,4 @@
-"""`read_stats` on SQLite and on PostgreSQL: counts by status and finished tasks per bucket."""
+"""`Stats.read` on SQLite and on PostgreSQL: counts by status and finished tasks per bucket."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import insert
 
 from conveyor.config import async_database_url
-from conveyor.producer.schema import tasks
-from conveyor.producer.stats import read_stats
-from conveyor.producer.store import TaskStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.schema import tasks
 
 NOW_S = 1_767_225_605.0  # 5 s into the bucket that starts at ...600
 BUCKET_START_S = 1_767_225_600.0
@@ -67,8 +66,7 @@ async def test_stats_count_every_status_and_bucket_finished_tasks_by_ten_seconds
             ("running", None),
         ],
     )
-    async with store.engine.connect() as connection:
-        stats = await read_stats(connection, NOW_S)
+    stats = await store.stats.read(NOW_S)
 
     assert stats.counts == {
         "scheduled": 0,
@@ -93,8 +91,7 @@ async def test_stats_count_every_status_and_bucket_finished_tasks_by_ten_seconds
 
 
 async def test_stats_of_an_empty_store_are_zeros(store: TaskStore) -> None:
-    async with store.engine.connect() as connection:
-        stats = await read_stats(connection, NOW_S, bucket_s=30, window_s=300)
+    stats = await store.stats.read(NOW_S, bucket_s=30, window_s=300)
     assert set(stats.counts.values()) == {0} and len(stats.counts) == 7
     assert len(stats.throughput) == 10
     assert all(p.succeeded == p.failed == 0 for p in stats.throughput)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import psutil
 
-from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.records import TaskStatus
 from tests.support import EventLog, ServiceProcess, wait_until
 

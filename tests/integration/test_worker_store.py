@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from conveyor.config import async_database_url
-from conveyor.producer.store import TaskStore
-from conveyor.producer.worker_store import WorkerStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.workers.store import WorkerStore
 from conveyor.shared.workers import Heartbeat
 
 T0 = 1_800_000_000.0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.producer.store import TaskStore
+from conveyor.producer.store.database import TaskStore
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.consumer.metrics import WorkerMetrics
-from conveyor.producer.metrics import ProducerMetrics
+from conveyor.producer.monitoring.metrics import ProducerMetrics
 from tests.support import REPO
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"

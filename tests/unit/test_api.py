@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from conveyor.producer.api import create_app
-from conveyor.producer.metrics import ProducerMetrics
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
-from conveyor.producer.waiters import Waiters
-from conveyor.producer.watch import QueuePage
+from conveyor.producer.http.app import create_app
+from conveyor.producer.monitoring.metrics import ProducerMetrics
+from conveyor.producer.monitoring.watch import QueuePage
+from conveyor.producer.runs.waiters import Waiters
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.submitter import Submitter
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnconfirmed
 from conveyor.shared.events import make_event
@@ -222,7 +222,7 @@ async def test_submitted_task_has_a_queued_record_until_events_move_it(
     assert record == created
     assert (record["status"], record["attempts"], record["worker"]) == ("queued", 0, None)
     assert record["created_at"].endswith("Z")
-    await store.apply(
+    await store.events.apply(
         [make_event(created["id"], "echo", TaskStatus.SUCCEEDED, 1, "w1", result={"a": 1})]
     )
     done = (await client.get(f"/tasks/{created['id']}")).json()
@@ -261,7 +261,7 @@ async def test_failed_publish_leaves_no_record(
 ) -> None:
     publisher.failure = PublishFailed("t", "nacked by the broker")
     assert (await client.post("/tasks", json={"task": "echo"})).status_code == 503
-    assert (await store.list()).items == []
+    assert (await store.records.list()).items == []
 
 
 async def test_unconfirmed_publish_keeps_the_record_for_the_outbox_and_names_it(
@@ -272,9 +272,9 @@ async def test_unconfirmed_publish_keeps_the_record_for_the_outbox_and_names_it(
     reply = await client.post("/tasks", json=body)
     assert reply.status_code == 503 and int(reply.headers["Retry-After"]) > 0
     assert reply.json()["error"] == "publish_unconfirmed"
-    [kept] = (await store.list()).items
+    [kept] = (await store.records.list()).items
     assert reply.json()["task_ids"] == [kept.id] and kept.status == TaskStatus.QUEUED
-    assert [m.id for m in await store.unpublished(time.time() + 1)] == [kept.id]
+    assert [m.id for m in await store.submissions.unpublished(time.time() + 1)] == [kept.id]
     # The client's retry with the same key finds it: no second task, no second publish.
     publisher.failure_for_n = {}
     again = await client.post("/tasks", json=body)
@@ -289,11 +289,11 @@ async def test_a_batch_keeps_unconfirmed_and_confirmed_tasks_and_drops_refused_o
     tasks = [{"task": "echo", "payload": {"n": n}} for n in range(3)]
     reply = await client.post("/tasks/batch", json={"tasks": tasks})
     assert reply.status_code == 503 and reply.json()["error"] == "publish_unconfirmed"
-    records = {r.payload["n"]: r for r in (await store.list()).items}
+    records = {r.payload["n"]: r for r in (await store.records.list()).items}
     assert sorted(records) == [0, 2]  # n=1 was refused: no record
     assert reply.json()["task_ids"] == [records[2].id]
     # n=0 was confirmed (marked published), n=2 waits for the sweeper.
-    assert [m.id for m in await store.unpublished(time.time() + 1)] == [records[2].id]
+    assert [m.id for m in await store.submissions.unpublished(time.time() + 1)] == [records[2].id]
 
 
 async def test_unknown_id_is_404_on_every_task_route(client: httpx.AsyncClient) -> None:
@@ -360,7 +360,7 @@ async def test_list_is_newest_first_with_cursor_pages_and_filters(
         i["id"] for i in (await client.post("/tasks/batch", json={"tasks": tasks})).json()["items"]
     ]
     await client.post("/tasks", json={"task": "sleep", "payload": {"seconds": 1}})
-    await store.apply(
+    await store.events.apply(
         [make_event(ids[0], "echo", TaskStatus.FAILED, 1, "w", error={"type": "E", "message": "m"})]
     )
     seen: list[str] = []
@@ -391,7 +391,7 @@ async def test_wait_returns_when_the_task_finishes_or_at_the_timeout(
     assert timed_out["status"] == "queued" and time.monotonic() - started >= 0.2
     waiting = asyncio.create_task(client.get(f"/tasks/{task_id}/wait", params={"timeout_s": 30}))
     await asyncio.sleep(0.05)
-    finished = await store.apply([make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w")])
+    finished = await store.events.apply([make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w")])
     backend.waiters.notify(finished)
     reply = await asyncio.wait_for(waiting, 5)
     assert reply.json()["status"] == "succeeded"

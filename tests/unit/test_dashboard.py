@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from conveyor.producer.api import create_app
-from conveyor.producer.dashboard import ASSETS, read_asset
-from conveyor.producer.store import NewTask, TaskStore
+from conveyor.producer.http.app import create_app
+from conveyor.producer.http.dashboard import ASSETS, read_asset
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.submissions import NewTask
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import make_event
 from conveyor.shared.ids import new_task_id
@@ -73,9 +74,9 @@ async def test_openapi_docs_still_served_and_the_page_is_not_in_the_schema() -> 
 
 async def _finish(store: TaskStore, state: TaskStatus | None) -> str:
     message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload={})
-    await store.add([NewTask(message, 3, 300.0)])
+    await store.submissions.add([NewTask(message, 3, 300.0)])
     if state is not None:
-        await store.apply([make_event(message.id, "echo", state, 1, "w")])
+        await store.events.apply([make_event(message.id, "echo", state, 1, "w")])
     return message.id
 
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from conveyor.producer.group_commit import GroupCommit, Outcome
-from conveyor.producer.store import NewTask
+from conveyor.producer.store.submissions import NewTask
+from conveyor.producer.submission.group_commit import GroupCommit, Outcome
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import PublishFailed, PublishUnconfirmed
 from conveyor.shared.ids import new_task_id
@@ -39,7 +39,7 @@ def record_of(task: NewTask) -> TaskRecord:
 
 
 class FakeStore:
-    """Records groups like TaskStore.add: a key seen before (or twice) gives the first record."""
+    """Records groups like Submissions.add: a key seen before (or twice) gives the first record."""
 
     def __init__(self) -> None:
         self.groups: list[list[NewTask]] = []

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conveyor.config import ConsumerSettings, ProducerSettings
-from conveyor.producer.api import create_app
+from conveyor.producer.http.app import create_app
 from conveyor.shared.topology import Topology
 from tests.support import REPO
 from tests.unit.keda_schema import SCHEMAS

@@ -10,10 +10,10 @@ import pytest
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from conveyor.producer.api import create_app
-from conveyor.producer.http_guards import RateLimit
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
+from conveyor.producer.http.app import create_app
+from conveyor.producer.http.guards import RateLimit
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.submitter import Submitter
 from tests.support import builtin_catalog
 from tests.unit.test_api import Backend, FakePublisher
 

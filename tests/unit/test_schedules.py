@@ -15,12 +15,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from conveyor.producer.api import create_app
-from conveyor.producer.schedule_desk import ScheduleDesk
-from conveyor.producer.schedule_file import load_schedules_file, read_schedules_file
-from conveyor.producer.schedule_store import ScheduleStore
-from conveyor.producer.scheduler import Scheduler
-from conveyor.producer.schedules import (
+from conveyor.producer.http.app import create_app
+from conveyor.producer.runs.waiters import Waiters
+from conveyor.producer.scheduling.desk import ScheduleDesk
+from conveyor.producer.scheduling.file import load_schedules_file, read_schedules_file
+from conveyor.producer.scheduling.scheduler import Scheduler
+from conveyor.producer.scheduling.schedules import (
     ScheduleDefinition,
     check_cron,
     check_timezone,
@@ -29,9 +29,9 @@ from conveyor.producer.schedules import (
     tick_key,
     ticks_to_fire,
 )
-from conveyor.producer.store import TaskStore
-from conveyor.producer.submission import Submitter
-from conveyor.producer.waiters import Waiters
+from conveyor.producer.scheduling.store import ScheduleStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.submission.submitter import Submitter
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import Conflict, ScheduleFileError, SubmissionError
 from conveyor.shared.ids import tick_task_id
@@ -378,7 +378,7 @@ async def test_two_leaders_at_once_enqueue_each_tick_once(parts: Parts) -> None:
     assert len(ids) == len(set(ids)) == 10  # ticks 1001..1010
     assert ids == sorted(ids)
     assert ids == [tick_task_id("every-second", 1001.0 + n) for n in range(10)]
-    records = (await parts.tasks.list(limit=50)).items
+    records = (await parts.tasks.records.list(limit=50)).items
     assert sorted(r.idempotency_key or "" for r in records) == [
         tick_key("every-second", 1001.0 + n) for n in range(10)
     ]

@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from conveyor.producer.schema import MIGRATIONS, latest_version, migrate, schema_version
-from conveyor.producer.store import NewTask, TaskStore, progress_of
-from conveyor.producer.worker_store import WorkerStore
+from conveyor.producer.store.database import TaskStore
+from conveyor.producer.store.events import progress_of
+from conveyor.producer.store.schema import MIGRATIONS, latest_version, migrate, schema_version
+from conveyor.producer.store.submissions import NewTask
+from conveyor.producer.workers.store import WorkerStore
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.events import make_event
 from conveyor.shared.ids import new_task_id
@@ -28,7 +30,7 @@ async def store(tmp_path: Path) -> AsyncIterator[TaskStore]:
 
 async def _queued(store: TaskStore, **payload: object) -> str:
     message = TaskMessage(id=new_task_id(), task="echo", queue="default", payload=dict(payload))
-    [(record, created)] = await store.add([NewTask(message, 3, 300.0)])
+    [(record, created)] = await store.submissions.add([NewTask(message, 3, 300.0)])
     assert created and record.status is TaskStatus.QUEUED
     return record.id
 
@@ -63,7 +65,7 @@ async def test_version_1_data_survives_the_migration_to_the_latest(tmp_path: Pat
     await engine.dispose()
     store = await TaskStore.open(url)
     try:
-        record = await store.get("old-1")
+        record = await store.records.get("old-1")
         assert record is not None and record.payload == {"a": 1}
         assert record.status is TaskStatus.SUCCEEDED and record.next_attempt_at is None
     finally:
@@ -119,50 +121,54 @@ async def test_events_in_any_order_end_in_the_same_record(store: TaskStore) -> N
     started = time.time()
     running = make_event(task_id, "echo", TaskStatus.RUNNING, 1, "w", started_at=started)
     done = make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w", started_at=started, result=7)
-    assert await store.apply([done, running, done]) == {task_id}
-    record = await store.get(task_id)
+    assert await store.events.apply([done, running, done]) == {task_id}
+    record = await store.records.get(task_id)
     assert record is not None
     assert (record.status, record.result, record.attempts) == (TaskStatus.SUCCEEDED, 7, 1)
-    await store.apply([running])
-    assert (await store.get(task_id)) == record
+    await store.events.apply([running])
+    assert (await store.records.get(task_id)) == record
 
 
 async def test_a_redelivered_run_counts_as_an_attempt(store: TaskStore) -> None:
     task_id = await _queued(store)
-    await store.apply([make_event(task_id, "echo", TaskStatus.RUNNING, 1, "w1")])
-    await store.apply([make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w2", run=2)])
-    record = await store.get(task_id)
+    await store.events.apply([make_event(task_id, "echo", TaskStatus.RUNNING, 1, "w1")])
+    await store.events.apply([make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w2", run=2)])
+    record = await store.records.get(task_id)
     assert record is not None and (record.attempts, record.worker) == (2, "w2")
 
 
 async def test_an_oversized_result_fails_the_task(store: TaskStore) -> None:
     task_id = await _queued(store)
     event = make_event(task_id, "echo", TaskStatus.SUCCEEDED, 1, "w", result="x" * 100)
-    await store.apply([event])
-    record = await store.get(task_id)
+    await store.events.apply([event])
+    record = await store.records.get(task_id)
     assert record is not None and record.status is TaskStatus.FAILED
     assert record.error is not None and record.error.type == "ResultTooLarge"
     assert record.result is None
 
 
 async def test_events_for_unknown_tasks_change_nothing(store: TaskStore) -> None:
-    await store.apply([make_event("ghost", "echo", TaskStatus.SUCCEEDED, 1, "w")])
-    assert await store.get("ghost") is None
+    await store.events.apply([make_event("ghost", "echo", TaskStatus.SUCCEEDED, 1, "w")])
+    assert await store.records.get("ghost") is None
 
 
 async def test_purge_removes_only_finished_records_past_the_ttl(store: TaskStore) -> None:
     finished, waiting = await _queued(store), await _queued(store)
-    await store.apply([make_event(finished, "echo", TaskStatus.SUCCEEDED, 1, "w")])
-    assert await store.purge(time.time() - 60) == 0
-    assert await store.purge(time.time() + 1) == 1
-    assert await store.get(finished) is None and await store.get(waiting) is not None
+    await store.events.apply([make_event(finished, "echo", TaskStatus.SUCCEEDED, 1, "w")])
+    assert await store.retention.purge(time.time() - 60) == 0
+    assert await store.retention.purge(time.time() + 1) == 1
+    assert (
+        await store.records.get(finished) is None and await store.records.get(waiting) is not None
+    )
 
 
 async def test_the_outbox_holds_what_was_never_confirmed(store: TaskStore) -> None:
     confirmed, orphan = await _queued(store), await _queued(store, o=1)
-    await store.mark_published([confirmed])
-    assert await store.unpublished(time.time() - 60) == []
-    [message] = await store.unpublished(time.time() + 1)
+    await store.submissions.mark_published([confirmed])
+    assert await store.submissions.unpublished(time.time() - 60) == []
+    [message] = await store.submissions.unpublished(time.time() + 1)
     assert (message.id, message.payload, message.max_retries) == (orphan, {"o": 1}, 3)
-    await store.discard([orphan, confirmed])  # only unpublished records are discarded
-    assert await store.get(orphan) is None and await store.get(confirmed) is not None
+    await store.submissions.discard([orphan, confirmed])  # only unpublished records are discarded
+    assert (
+        await store.records.get(orphan) is None and await store.records.get(confirmed) is not None
+    )

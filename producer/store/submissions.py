@@ -83,8 +83,14 @@ class Submissions:
             return {row.idempotency_key: record_of(row) for row in rows}
 
     async def mark_published(self, ids: Sequence[str]) -> None:
-        """The broker confirmed these tasks: they leave the outbox."""
+        """The broker confirmed these tasks: they leave the outbox.
+
+        The rows are locked in id order first, as the Recorder's updates lock them, so the
+        two never deadlock over the same rows (an UPDATE ... IN locks in scan order).
+        """
         async with self._engine.begin() as connection:
+            locking = select(tasks.c.id).where(tasks.c.id.in_(ids)).order_by(tasks.c.id)
+            await connection.execute(locking.with_for_update())
             await connection.execute(
                 update(tasks).where(tasks.c.id.in_(ids)).values(published=True)
             )

@@ -10,6 +10,7 @@ when redeliveries come) is sent again once it can be, within the same time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,12 +77,28 @@ class RunCheck:
             except Exception as error:  # e.g. the channel is closed until the reconnect
                 log.info("could not ask whether task %s already ran yet (%r)", task_id, error)
             await asyncio.sleep(min(RESEND_PAUSE_S, max(0.0, deadline - loop.time())))
+            await self._reopen()
         else:
             log.warning("no producer answered whether task %s already ran; running it", task_id)
             return RUN
         if reply.run:
             return RUN
         return Verdict(run=False, finished_as=reply.status, dead_letter=reply.dead_letter)
+
+    async def _reopen(self) -> None:
+        """Ask on a fresh channel from now on. A channel restored after a reconnect was seen
+        to take questions and never hear a reply; calls still waiting on the old one fail
+        (TimeoutError) and ask again. Keeps the old channel if no new one can be had."""
+        try:
+            fresh = await RpcClient.open(await self._connection.channel(publisher_confirms=False))
+        except Exception as error:
+            log.debug("no fresh channel for run checks yet: %r", error)
+            return
+        stale, self._rpc = self._rpc, fresh
+        if stale is not None:
+            stale.abandon()
+            with contextlib.suppress(Exception):
+                await stale.channel.close()
 
     async def cancelled_since(self, since: float) -> list[str]:
         """Ids of tasks cancelled since `since` (epoch seconds), as the producers know them."""

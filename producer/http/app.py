@@ -128,7 +128,8 @@ def create_app(
         title="Conveyor",
         summary="Submit tasks to RabbitMQ work queues and follow them to their result.",
         version="0.1.0",
-        # Parse JSON bodies whatever Content-Type says: `curl -d` sends form encoding.
+        # A body sent without any Content-Type is read as JSON; one of another type (`curl -d`
+        # sends form encoding) gets a 422 that asks for application/json.
         strict_content_type=False,
         # Any route: a missing token, a bad parameter, the broker or the store away.
         responses=error_responses(401, 422, 503),

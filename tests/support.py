@@ -341,6 +341,8 @@ class RabbitNode:
             self.stop()
         except (subprocess.SubprocessError, OSError):
             pass
+        if os.environ.get("CONVEYOR_TEST_KEEP_NODE_DIRS"):
+            return  # kept for a post-mortem: the node's logs are in log/
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

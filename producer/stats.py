@@ -1,7 +1,8 @@
 """Task counts by status and recent throughput, read from the task store for the dashboard.
 
-Two grouped queries per call, on indexed columns (status; finished_at), so a dashboard that
-polls every few seconds costs the database little. `GET /stats` serves them.
+Two grouped queries, on indexed columns (status; finished_at). `GET /stats` serves them, the
+counts through StatusCounts: with millions of records, counting them all takes seconds, so
+they are then counted in the background at intervals and `counted_at` says when.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from conveyor.producer.schema import tasks
+from conveyor.producer.status_counts import StatusCounts
 from conveyor.producer.store import TaskStore
 from conveyor.shared.records import TaskStatus
 
@@ -38,6 +40,10 @@ class TaskStats(BaseModel):
     counts: dict[str, int] = Field(description="Every status, with 0 where there is none.")
     throughput: list[ThroughputPoint]
     bucket_s: int = Field(description="Width of each throughput bucket, seconds.")
+    counted_at: datetime | None = Field(
+        default=None,
+        description="When `counts` were read: now, or seconds ago with millions of records.",
+    )
 
 
 async def read_stats(
@@ -47,14 +53,31 @@ async def read_stats(
     bucket_s: int = BUCKET_S,
     window_s: int = WINDOW_S,
 ) -> TaskStats:
-    """Counts by status, and the buckets of the `window_s` before `now_s` (the last one, the
-    bucket `now_s` falls in, still filling). Buckets are aligned to multiples of `bucket_s`,
-    so successive polls see the same buckets."""
+    """Counts by status, and the buckets of the `window_s` before `now_s` (see read_throughput)."""
+    counts = await count_by_status(connection)
+    stats = await read_throughput(connection, now_s, bucket_s=bucket_s, window_s=window_s)
+    return stats.model_copy(update={"counts": counts})
+
+
+async def count_by_status(connection: AsyncConnection) -> dict[str, int]:
+    """Records per status, every status included (0 where there is none)."""
     counts = {status.value: 0 for status in TaskStatus}
     by_status = select(tasks.c.status, func.count()).group_by(tasks.c.status)
     for status, count in (await connection.execute(by_status)).all():
         counts[status] = int(count)
+    return counts
 
+
+async def read_throughput(
+    connection: AsyncConnection,
+    now_s: float,
+    *,
+    bucket_s: int = BUCKET_S,
+    window_s: int = WINDOW_S,
+) -> TaskStats:
+    """The buckets of the `window_s` before `now_s` (the last one, the bucket `now_s` falls
+    in, still filling), counts left empty. Buckets are aligned to multiples of `bucket_s`,
+    so successive polls see the same buckets."""
     size = max(1, window_s // bucket_s)
     end_s = (now_s // bucket_s + 1) * bucket_s
     start_s = end_s - size * bucket_s
@@ -85,7 +108,12 @@ async def read_stats(
                 point.succeeded += int(count)
             else:
                 point.failed += int(count)
-    return TaskStats(counts=counts, throughput=points, bucket_s=bucket_s)
+    return TaskStats(
+        counts={},
+        throughput=points,
+        bucket_s=bucket_s,
+        counted_at=datetime.fromtimestamp(now_s, UTC),
+    )
 
 
 def _bucket_index(
@@ -103,11 +131,22 @@ def stats_routes(
 ) -> APIRouter:
     """`GET /stats` over the producer's store (503 until it is open)."""
     router = APIRouter(tags=["records"])
+    status_counts = StatusCounts(clock)
 
     @router.get("/stats", response_model=TaskStats)
     async def get_stats() -> TaskStats:
         """Records per status, and tasks finished per 10 s over the last 10 minutes."""
-        async with store().engine.connect() as connection:
-            return await read_stats(connection, clock())
+        engine = store().engine
+
+        async def count() -> dict[str, int]:
+            async with engine.connect() as connection:
+                return await count_by_status(connection)
+
+        counted = await status_counts.read(count)
+        async with engine.connect() as connection:
+            stats = await read_throughput(connection, clock())
+        return stats.model_copy(
+            update={"counts": counted.counts, "counted_at": datetime.fromtimestamp(counted.at, UTC)}
+        )
 
     return router

@@ -60,6 +60,7 @@ QUEUE_TYPE = "quorum"  # the default work queue type
 DELAY_S = 30 * 86_400.0  # far enough ahead that nothing comes due during the run
 BACKLOG_TASK = TaskSubmission(task="sleep", payload={"seconds": 1.0})
 WARM_UP_TASKS = 20
+FILL_PUBLISH_TIMEOUT_S = 120.0
 SETTLE_S = 6.0  # a little over one look of the producer's SystemWatch (every 5 s)
 
 
@@ -198,7 +199,11 @@ async def measure(opts: Options, names: Names, children: Children) -> Report:
                 )
                 rss_idle = await sample_rss(pids)
 
-                settings = producer_settings(opts.url, names, QUEUE_TYPE, db)
+                # A generous confirm deadline: the fill builds a backlog on a busy machine,
+                # a 503 for a slow confirm would only end the run.
+                settings = producer_settings(opts.url, names, QUEUE_TYPE, db).model_copy(
+                    update={"publish_timeout_s": FILL_PUBLISH_TIMEOUT_S}
+                )
                 async with submitter_for(settings) as submitter:
                     say(f"filling: {opts.delayed:,} delayed tasks")
                     delayed = await fill(submitter, opts.delayed, True, opts)

@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 if __package__ in (None, ""):  # run as `python bench/backlog.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,7 +56,7 @@ from bench.scaling import CONSUMER_ARGV, consumer_env
 from conveyor.producer.submission import Submitter, TaskSubmission
 
 PRODUCER_ARGV = [sys.executable, "-m", "conveyor.producer"]
-QUEUE_TYPE = "quorum"  # the default work queue type
+QUEUE_TYPE: Final = "quorum"  # the default work queue type
 DELAY_S = 30 * 86_400.0  # far enough ahead that nothing comes due during the run
 BACKLOG_TASK = TaskSubmission(task="sleep", payload={"seconds": 1.0})
 WARM_UP_TASKS = 20
@@ -111,7 +111,7 @@ async def fill(submitter: Submitter, tasks: int, delayed: bool, opts: Options) -
             done += size
             if done % 100_000 < size:
                 rate = done / (time.perf_counter() - started)
-                say(f"  {done:,} {'delayed' if delayed else 'queued'} tasks in ({rate:,.0f}/s)")
+                say(f"  {done:,} {'delayed' if delayed else 'queued'} tasks ({rate:,.0f}/s)")
 
     await asyncio.gather(*(submit_in_turn() for _ in range(opts.batches_in_flight)))
     return Fill(tasks, round(time.perf_counter() - started, 2), middle[0])

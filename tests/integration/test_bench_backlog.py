@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from urllib.parse import urlsplit
 
 import pytest
 
 from bench.backlog import probes
 from tests.conftest import POSTGRES_ADMIN_URL
-from tests.support import REPO
+from tests.support import run_bench
 
 QUICK_TASKS = 2000
 
@@ -22,23 +20,14 @@ QUICK_TASKS = 2000
 def test_the_quick_backlog_run_prints_every_row_with_its_target(amqp_url: str) -> None:
     if urlsplit(amqp_url).hostname not in ("127.0.0.1", "localhost", "::1"):
         pytest.skip("the bench talks to loopback brokers only")
-    postgres_url = os.environ.get("CONVEYOR_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.backlog",
-            "--quick",
-            "--amqp-url",
-            amqp_url,
-            "--postgres-url",
-            postgres_url,
-        ],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-        capture_output=True,
-        text=True,
-        timeout=160,
+    done = run_bench(
+        "bench.backlog",
+        "--quick",
+        "--amqp-url",
+        amqp_url,
+        "--postgres-url",
+        os.environ.get("CONVEYOR_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL),
+        timeout_s=160,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [x for x in done.stdout.splitlines() if x.startswith("{")]

@@ -48,6 +48,8 @@ class StatusCounts:
         self._timer = timer
         self._latest: Counted | None = None
         self._running: set[asyncio.Task[Counted]] = set()
+        # A count that outlasted WAIT_S: until it lands, requests start no other count.
+        self._slow: asyncio.Task[Counted] | None = None
 
     async def read(self, count: Count) -> Counted:
         """The counts: fresh from `count` while counting is cheap, else the latest ones
@@ -55,6 +57,8 @@ class StatusCounts:
         latest = self._latest
         if latest is None:
             return await self._count(count)
+        if self._slow is not None and not self._slow.done():
+            return latest
         if latest.took_s >= CHEAP_COUNT_S:
             age_s = self._clock() - latest.at
             if age_s >= max(MIN_REFRESH_S, REFRESH_FACTOR * latest.took_s) and not self._running:
@@ -62,8 +66,12 @@ class StatusCounts:
             return latest
         counting = self._start(count)
         done, _ = await asyncio.wait({counting}, timeout=WAIT_S)
-        # Slower than it used to be: the count goes on (and switches to background counts).
-        return counting.result() if done else latest
+        if done:
+            return counting.result()
+        # Slower than it used to be: this count goes on alone, and its duration switches
+        # later requests to background counts.
+        self._slow = counting
+        return latest
 
     def _start(self, count: Count) -> asyncio.Task[Counted]:
         counting = asyncio.create_task(self._count(count), name="conveyor-status-counts")

@@ -81,6 +81,8 @@ async def test_a_cheap_count_that_stalls_answers_with_the_previous_one() -> None
     async with asyncio.timeout(WAIT_S * 20):
         stale = await counts.read(store.count)  # gives up waiting after WAIT_S
     assert stale.counts == {"queued": 5}
+    assert (await counts.read(store.count)) is stale  # no second count while one is slow
+    assert store.calls == 2
     store.took_s = 2.0
     store.gate.set()
     await _settle()

@@ -93,10 +93,15 @@ async def _wait_ready(
 
 @asynccontextmanager
 async def open_http_producer(
-    children: Children, env: dict[str, str], port: int, label: str, ready_timeout_s: float = 60.0
+    children: Children,
+    env: dict[str, str],
+    port: int,
+    label: str,
+    ready_timeout_s: float = 60.0,
+    argv: Sequence[str] = PRODUCER_ARGV,
 ) -> AsyncIterator[HttpProducer]:
-    """Start `python -m producer`, wait until ready; SIGTERM (graceful) on exit."""
-    proc = children.spawn(PRODUCER_ARGV, env, label)
+    """Start `argv` (`python -m producer`), wait until ready; SIGTERM (graceful) on exit."""
+    proc = children.spawn(argv, env, label)
     try:
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=REQUEST_TIMEOUT_S

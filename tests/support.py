@@ -37,6 +37,18 @@ _counter = itertools.count(1)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_bench(module: str, *args: str, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """`python -m <module> <args>` from the repository, without our CONVEYOR_* settings."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
 def unique_namespace(label: str = "t") -> str:
     """A namespace no other test (or test run) uses."""
     return f"test-{RUN_ID}-{label}-{next(_counter)}"

@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    func,
     insert,
     inspect,
     select,
@@ -116,6 +117,28 @@ tasks = Table(
     *(
         Column(name, type_, nullable=default is None, server_default=default)
         for name, type_, default in _ADDED_TO_TASKS
+    ),
+)
+
+# v7: what keeps reads flat with millions of queued or delayed records (bench/backlog.py).
+BACKLOG_INDEXES = (
+    # GET /tasks?status=&task=: newest first within both filters, instead of walking every
+    # row of one filter (a million queued `sleep` tasks) for the few matching the other.
+    Index("ix_conveyor_tasks_status_task_id", tasks.c.status, tasks.c.task, tasks.c.id),
+    # The oldest queued task (SystemWatch, every 5 s): the first entry, not every queued row.
+    Index(
+        "ix_conveyor_tasks_status_since",
+        tasks.c.status,
+        func.coalesce(tasks.c.due_at, tasks.c.created_at),
+    ),
+    # The outbox sweeper's unconfirmed `queued` records, without the delayed ones (which stay
+    # unpublished until due): a few entries where (published, created_at) held a million.
+    Index(
+        "ix_conveyor_tasks_unpublished",
+        tasks.c.status,
+        tasks.c.created_at,
+        postgresql_where=tasks.c.published.is_(False),
+        sqlite_where=tasks.c.published.is_(False),
     ),
 )
 
@@ -235,6 +258,11 @@ def _v6_worker_tasks(connection: Connection) -> None:
     connection.execute(text(f"ALTER TABLE conveyor_workers ADD COLUMN {name} {sql_type}"))
 
 
+def _v7_backlog_indexes(connection: Connection) -> None:
+    for index in BACKLOG_INDEXES:
+        index.create(connection)
+
+
 Migration = Callable[[Connection], None]
 
 # Append only: never edit a migration that has shipped.
@@ -245,6 +273,7 @@ MIGRATIONS: Sequence[Migration] = (
     _v4_workers,
     _v5_worker_addresses,
     _v6_worker_tasks,
+    _v7_backlog_indexes,
 )
 
 

@@ -1,8 +1,9 @@
 """Task counts by status, recent throughput and the oldest waiting task, for the dashboard
 (`GET /stats`) and the gauges of `/metrics`.
 
-Grouped queries on indexed columns (status; finished_at), so a dashboard that polls every
-few seconds costs the database little.
+Grouped queries on indexed columns (status; finished_at). The counts go through
+StatusCounts: with millions of records counting them all takes seconds, so they are then
+counted in the background at intervals, and `counted_at` says when.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import ColumnElement, Integer, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from conveyor.producer.store.schema import tasks
+from conveyor.producer.store.status_counts import StatusCounts
 from conveyor.shared.records import TaskStatus
 
 BUCKET_S = 10
@@ -35,6 +37,10 @@ class TaskStats(BaseModel):
     counts: dict[str, int] = Field(description="Every status, with 0 where there is none.")
     throughput: list[ThroughputPoint]
     bucket_s: int = Field(description="Width of each throughput bucket, seconds.")
+    counted_at: datetime | None = Field(
+        default=None,
+        description="When `counts` were read: now, or seconds ago with millions of records.",
+    )
 
 
 class Stats:
@@ -42,15 +48,32 @@ class Stats:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._status_counts = StatusCounts()
 
     async def read(
         self, now_s: float, *, bucket_s: int = BUCKET_S, window_s: int = WINDOW_S
     ) -> TaskStats:
-        """Counts by status, and the buckets of the `window_s` before `now_s` (the last one,
-        the bucket `now_s` falls in, still filling). Buckets are aligned to multiples of
-        `bucket_s`, so successive polls see the same buckets."""
+        """Counts by status (see StatusCounts), and the buckets of the `window_s` before
+        `now_s` (the last one, the bucket `now_s` falls in, still filling). Buckets are
+        aligned to multiples of `bucket_s`, so successive polls see the same buckets."""
+        counted = await self._status_counts.read(self.count_by_status)
         async with self._engine.connect() as connection:
-            return await _read_stats(connection, now_s, bucket_s=bucket_s, window_s=window_s)
+            points = await _throughput(connection, now_s, bucket_s=bucket_s, window_s=window_s)
+        return TaskStats(
+            counts=counted.counts,
+            throughput=points,
+            bucket_s=bucket_s,
+            counted_at=datetime.fromtimestamp(counted.at, UTC),
+        )
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Records per status, every status included (0 where there is none)."""
+        counts = {status.value: 0 for status in TaskStatus}
+        by_status = select(tasks.c.status, func.count()).group_by(tasks.c.status)
+        async with self._engine.connect() as connection:
+            for status, count in (await connection.execute(by_status)).all():
+                counts[status] = int(count)
+        return counts
 
     async def oldest_queued_at(self) -> float | None:
         """When the task waiting longest in `queued` was due (its creation, unless delayed)."""
@@ -62,14 +85,9 @@ class Stats:
         return None if oldest is None else float(oldest)
 
 
-async def _read_stats(
+async def _throughput(
     connection: AsyncConnection, now_s: float, *, bucket_s: int, window_s: int
-) -> TaskStats:
-    counts = {status.value: 0 for status in TaskStatus}
-    by_status = select(tasks.c.status, func.count()).group_by(tasks.c.status)
-    for status, count in (await connection.execute(by_status)).all():
-        counts[status] = int(count)
-
+) -> list[ThroughputPoint]:
     size = max(1, window_s // bucket_s)
     end_s = (now_s // bucket_s + 1) * bucket_s
     start_s = end_s - size * bucket_s
@@ -100,7 +118,7 @@ async def _read_stats(
                 point.succeeded += int(count)
             else:
                 point.failed += int(count)
-    return TaskStats(counts=counts, throughput=points, bucket_s=bucket_s)
+    return points
 
 
 def _bucket_index(

@@ -4,30 +4,20 @@ against the test broker, prints the table with the ideal line, and makes its plo
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support import REPO
+from tests.support import run_bench
 
 
 @pytest.mark.timeout(240)
 def test_the_quick_scaling_run_prints_every_point_and_makes_a_plot(amqp_url: str) -> None:
     if urlsplit(amqp_url).hostname not in ("127.0.0.1", "localhost", "::1"):
         pytest.skip("the bench talks to loopback brokers only")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.scaling", "--quick", "--amqp-url", amqp_url],
-        cwd=REPO,
-        env={k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-        capture_output=True,
-        text=True,
-        timeout=220,
-    )
+    done = run_bench("bench.scaling", "--quick", "--amqp-url", amqp_url, timeout_s=220)
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [x for x in done.stdout.splitlines() if x.startswith("{")]
     points = json.loads(line)["scaling"]

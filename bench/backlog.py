@@ -53,7 +53,7 @@ from bench.http_producer import HttpProducer, free_port, open_http_producer, pro
 from bench.measure import QueueProbe
 from bench.run import cleanup_names
 from bench.scaling import CONSUMER_ARGV, consumer_env
-from conveyor.producer.submission import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 
 PRODUCER_ARGV = [sys.executable, "-m", "conveyor.producer"]
 QUEUE_TYPE: Final = "quorum"  # the default work queue type

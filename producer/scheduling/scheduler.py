@@ -20,6 +20,8 @@ from conveyor.producer.scheduling.leader import LeaderStatus
 from conveyor.producer.scheduling.schedules import (
     ON_TIME_GRACE_S,
     Schedule,
+    ScheduleDefinition,
+    ScheduleFields,
     due_ticks,
     next_runs,
     tick_key,
@@ -114,22 +116,27 @@ class Scheduler:
         return created
 
 
+def task_submission(
+    schedule: ScheduleDefinition | ScheduleFields, idempotency_key: str | None = None
+) -> TaskSubmission:
+    """The task a schedule fires: its task, payload and overrides. The API checks a
+    definition with it before storing it, so a stored schedule's ticks pass the same checks."""
+    return TaskSubmission(
+        task=schedule.task,
+        payload=schedule.payload,
+        queue=schedule.queue,
+        max_retries=schedule.max_retries,
+        timeout_s=schedule.timeout_s,
+        idempotency_key=idempotency_key,
+    )
+
+
 async def fire_ticks(submitter: Submitter, schedule: Schedule, ticks: Sequence[float]) -> int:
     """Record and publish one task per tick, each with the tick's id and idempotency key;
     how many were new (a tick some leader fired already is not enqueued again)."""
     if not ticks:
         return 0
-    submissions = [
-        TaskSubmission(
-            task=schedule.task,
-            payload=schedule.payload,
-            queue=schedule.queue,
-            max_retries=schedule.max_retries,
-            timeout_s=schedule.timeout_s,
-            idempotency_key=tick_key(schedule.name, tick),
-        )
-        for tick in ticks
-    ]
+    submissions = [task_submission(schedule, tick_key(schedule.name, tick)) for tick in ticks]
     outcome = await submitter.accept(
         submissions,
         request_id=f"schedule:{schedule.name}",

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 MAX_SLEEP_S = 1.0
 # Wake this much after a tick, so that the tick is in the past when the round looks.
 WAKE_SLACK_S = 0.01
+# What a schedule says of the task it fires: the fields it shares with a TaskSubmission.
+SUBMISSION_FIELDS = frozenset({"task", "payload", "queue", "max_retries", "timeout_s"})
 
 
 class Scheduler:
@@ -121,14 +123,8 @@ def task_submission(
 ) -> TaskSubmission:
     """The task a schedule fires: its task, payload and overrides. The API checks a
     definition with it before storing it, so a stored schedule's ticks pass the same checks."""
-    return TaskSubmission(
-        task=schedule.task,
-        payload=schedule.payload,
-        queue=schedule.queue,
-        max_retries=schedule.max_retries,
-        timeout_s=schedule.timeout_s,
-        idempotency_key=idempotency_key,
-    )
+    fields = schedule.model_dump(include=set(SUBMISSION_FIELDS))
+    return TaskSubmission(**fields, idempotency_key=idempotency_key)
 
 
 async def fire_ticks(submitter: Submitter, schedule: Schedule, ticks: Sequence[float]) -> int:

@@ -179,12 +179,7 @@ async def _delete_namespace(channel: aio_pika.abc.AbstractChannel, topology: Top
         topology.checks_queue,
     ):
         await channel.queue_delete(queue)
-    for exchange in (
-        topology.tasks_exchange,
-        topology.dead_letter_exchange,
-        topology.events_exchange,
-        topology.finished_exchange,
-    ):
+    for exchange in topology.exchanges:
         await channel.exchange_delete(exchange)
 
 

@@ -134,6 +134,17 @@ class Topology:
         """Fanout of cancellations: every consumer hears each one."""
         return f"{self.namespace}.control"
 
+    @property
+    def exchanges(self) -> tuple[str, ...]:
+        """Every exchange `declare_topology` declares: what deleting a namespace deletes."""
+        return (
+            self.tasks_exchange,
+            self.dead_letter_exchange,
+            self.events_exchange,
+            self.finished_exchange,
+            self.control_exchange,
+        )
+
     def work_queue(self, queue: str) -> str:
         """The broker name of work queue `queue`: `{namespace}.{queue}`."""
         if queue in RESERVED_QUEUE_NAMES:

@@ -198,13 +198,7 @@ async def delete_namespace(
     names.append(topology.workers_queue)
     for name in names:
         await channel.queue_delete(name)
-    for name in (
-        topology.tasks_exchange,
-        topology.dead_letter_exchange,
-        topology.events_exchange,
-        topology.finished_exchange,
-        topology.control_exchange,
-    ):
+    for name in topology.exchanges:
         await channel.exchange_delete(name)
     await channel.close()
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from conveyor.producer.scheduling.leader import LeaderStatus
+from conveyor.producer.scheduling.scheduler import task_submission
 from conveyor.producer.scheduling.schedules import (
     Schedule,
     ScheduleDefinition,
@@ -17,7 +18,7 @@ from conveyor.producer.scheduling.schedules import (
     next_runs,
 )
 from conveyor.producer.scheduling.store import ScheduleStore
-from conveyor.producer.submission.submitter import Submitter, TaskSubmission
+from conveyor.producer.submission.submitter import Submitter
 from conveyor.shared.errors import ScheduleNotFound
 
 
@@ -72,15 +73,7 @@ class ScheduleDesk:
     async def put(self, name: str, definition: ScheduleDefinition) -> tuple[ScheduleView, bool]:
         """Create or replace `name`: SubmissionError naming the field if its task could not
         be submitted (unknown task, payload, queue, time limit)."""
-        self._submitter.prepare(
-            TaskSubmission(
-                task=definition.task,
-                payload=definition.payload,
-                queue=definition.queue,
-                max_retries=definition.max_retries,
-                timeout_s=definition.timeout_s,
-            )
-        )
+        self._submitter.prepare(task_submission(definition))
         schedule, created = await self.store.put(name, definition, "api", self._clock())
         return self.view(schedule), created
 

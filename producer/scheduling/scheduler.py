@@ -20,6 +20,8 @@ from conveyor.producer.scheduling.leader import LeaderStatus
 from conveyor.producer.scheduling.schedules import (
     ON_TIME_GRACE_S,
     Schedule,
+    ScheduleDefinition,
+    ScheduleFields,
     due_ticks,
     next_runs,
     tick_key,
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 MAX_SLEEP_S = 1.0
 # Wake this much after a tick, so that the tick is in the past when the round looks.
 WAKE_SLACK_S = 0.01
+# What a schedule says of the task it fires: the fields it shares with a TaskSubmission.
+SUBMISSION_FIELDS = frozenset({"task", "payload", "queue", "max_retries", "timeout_s"})
 
 
 class Scheduler:
@@ -114,22 +118,21 @@ class Scheduler:
         return created
 
 
+def task_submission(
+    schedule: ScheduleDefinition | ScheduleFields, idempotency_key: str | None = None
+) -> TaskSubmission:
+    """The task a schedule fires: its task, payload and overrides. The API checks a
+    definition with it before storing it, so a stored schedule's ticks pass the same checks."""
+    fields = schedule.model_dump(include=set(SUBMISSION_FIELDS))
+    return TaskSubmission(**fields, idempotency_key=idempotency_key)
+
+
 async def fire_ticks(submitter: Submitter, schedule: Schedule, ticks: Sequence[float]) -> int:
     """Record and publish one task per tick, each with the tick's id and idempotency key;
     how many were new (a tick some leader fired already is not enqueued again)."""
     if not ticks:
         return 0
-    submissions = [
-        TaskSubmission(
-            task=schedule.task,
-            payload=schedule.payload,
-            queue=schedule.queue,
-            max_retries=schedule.max_retries,
-            timeout_s=schedule.timeout_s,
-            idempotency_key=tick_key(schedule.name, tick),
-        )
-        for tick in ticks
-    ]
+    submissions = [task_submission(schedule, tick_key(schedule.name, tick)) for tick in ticks]
     outcome = await submitter.accept(
         submissions,
         request_id=f"schedule:{schedule.name}",

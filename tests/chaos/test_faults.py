@@ -15,6 +15,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -140,6 +141,49 @@ async def account(
     assert (await api.get("/dead-letters")).json()["items"] == []
 
 
+@dataclass
+class KillRun:
+    """TASKS sleepers submitted to a crew of CONSUMERS that is about to be killed at random."""
+
+    row: ChaosRow
+    crew: ConsumerCrew
+    api: httpx.AsyncClient
+    ids: list[str]
+    started: float
+
+
+async def start_kill_run(
+    row: ChaosRow,
+    open_producer: OpenProducer,
+    start_service: Callable[..., ServiceProcess],
+    seed: int,
+) -> KillRun:
+    """Start the crew (its kills drawn from `seed`) and a producer, and submit the tasks."""
+    started = time.monotonic()
+    crew = ConsumerCrew(start_service, CONSUMERS, random.Random(seed), **CONSUMER)
+    api = (await open_producer()).api
+    ids = await submit_batches(api, sleepers(TASKS))
+    row.tasks = len(ids)
+    return KillRun(row, crew, api, ids, started)
+
+
+async def finish_kill_run(
+    run: KillRun,
+    ledger: EventLedger,
+    queue_is_empty: Callable[[], Awaitable[bool]],
+    disrupt: Callable[[Progress, float], Coroutine[Any, Any, None]] | None = None,
+) -> None:
+    """Drain the run under kills (and `disrupt`), then `account` for it and assert that the
+    crew is whole and that no consumer died but by a SIGKILL."""
+    try:
+        await drain_under_kills(run.crew, ledger, run.ids, disrupt)
+    finally:
+        run.row.kills, run.row.seconds = run.crew.kills, time.monotonic() - run.started
+    await account(run.api, ledger, run.ids, run.row, run.started, queue_is_empty)
+    assert run.crew.alive() == CONSUMERS
+    assert run.crew.crashes == [], run.crew.crashes[0]
+
+
 @pytest.mark.timeout(300)
 async def test_2000_tasks_end_succeeded_once_while_a_random_consumer_is_killed_every_2s(
     running_node: RabbitNode,
@@ -149,23 +193,10 @@ async def test_2000_tasks_end_succeeded_once_while_a_random_consumer_is_killed_e
     ledger: EventLedger,
     chaos_summary: ChaosSummary,
 ) -> None:
-    started = time.monotonic()
     row = chaos_summary.add(ChaosRow("consumer SIGKILL every 2 s"))
-    crew = ConsumerCrew(start_service, CONSUMERS, random.Random(1), **CONSUMER)
-    api = (await open_producer()).api
-    ids = await submit_batches(api, sleepers(TASKS))
-    row.tasks = len(ids)
-
-    try:
-        await drain_under_kills(crew, ledger, ids)
-    finally:
-        row.kills, row.seconds = crew.kills, time.monotonic() - started
-    await account(
-        api, ledger, ids, row, started, partial(queue_empty, running_node, chaos_namespace)
-    )
+    run = await start_kill_run(row, open_producer, start_service, seed=1)
+    await finish_kill_run(run, ledger, partial(queue_empty, running_node, chaos_namespace))
     assert row.kills >= 5, row  # the kills spanned the run
-    assert crew.alive() == CONSUMERS
-    assert crew.crashes == [], crew.crashes[0]  # no consumer died but by our SIGKILLs
 
 
 @pytest.mark.timeout(420)
@@ -177,12 +208,9 @@ async def test_2000_tasks_end_succeeded_once_through_broker_restarts_and_forced_
     ledger: EventLedger,
     chaos_summary: ChaosSummary,
 ) -> None:
-    started = time.monotonic()
     row = chaos_summary.add(ChaosRow("+ 2 broker restarts, forced closes"))
-    crew = ConsumerCrew(start_service, CONSUMERS, random.Random(2), **CONSUMER)
-    api = (await open_producer()).api
-    ids = await submit_batches(api, sleepers(TASKS))
-    row.tasks = len(ids)
+    run = await start_kill_run(row, open_producer, start_service, seed=2)
+    api, ids = run.api, run.ids
     mid_run: list[float] = []  # progress when each disruption began
 
     async def disrupt(progress: Progress, deadline: float) -> None:
@@ -209,18 +237,11 @@ async def test_2000_tasks_end_succeeded_once_through_broker_restarts_and_forced_
                     running_node.close_connections_at_once, "conveyor "
                 )
 
-    try:
-        await drain_under_kills(crew, ledger, ids, disrupt)
-    finally:
-        row.kills, row.seconds = crew.kills, time.monotonic() - started
-    await account(
-        api, ledger, ids, row, started, partial(queue_empty, running_node, chaos_namespace)
-    )
+    # A consumer rides out broker restarts and dropped connections, starting ones included:
+    # finish_kill_run asserts that none died but by the kills.
+    await finish_kill_run(run, ledger, partial(queue_empty, running_node, chaos_namespace), disrupt)
     assert row.restarts == 2 and row.closes >= 3 * CONSUMERS, row
     assert max(mid_run) < 1, mid_run  # every disruption hit a run with tasks left
-    assert crew.alive() == CONSUMERS
-    # A consumer rides out broker restarts and dropped connections, starting ones included.
-    assert crew.crashes == [], crew.crashes[0]
 
 
 @pytest.mark.parametrize("disrupt", ["close_connections", "restart"])

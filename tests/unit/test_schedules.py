@@ -19,9 +19,10 @@ from conveyor.producer.http.app import create_app
 from conveyor.producer.runs.waiters import Waiters
 from conveyor.producer.scheduling.desk import ScheduleDesk
 from conveyor.producer.scheduling.file import load_schedules_file, read_schedules_file
-from conveyor.producer.scheduling.scheduler import Scheduler
+from conveyor.producer.scheduling.scheduler import SUBMISSION_FIELDS, Scheduler, task_submission
 from conveyor.producer.scheduling.schedules import (
     ScheduleDefinition,
+    ScheduleFields,
     check_cron,
     check_timezone,
     due_ticks,
@@ -31,7 +32,7 @@ from conveyor.producer.scheduling.schedules import (
 )
 from conveyor.producer.scheduling.store import ScheduleStore
 from conveyor.producer.store.database import TaskStore
-from conveyor.producer.submission.submitter import Submitter
+from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.errors import Conflict, ScheduleFileError, SubmissionError
 from conveyor.shared.ids import tick_task_id
@@ -487,3 +488,24 @@ async def test_the_api_cannot_replace_a_file_defined_schedule(
     reply = await api.put("/schedules/from-file", json={"cron": "* * * * *", "task": "echo"})
     assert reply.status_code == 409 and "CONVEYOR_SCHEDULES_FILE" in reply.json()["message"]
     assert (await api.post("/schedules/from-file/pause")).json()["paused"] is True
+
+
+def test_a_schedules_task_submission_carries_its_task_payload_and_overrides() -> None:
+    definition = ScheduleDefinition(
+        cron="* * * * *",
+        task="echo",
+        payload={"n": 1},
+        queue="other",
+        max_retries=2,
+        timeout_s=5.0,
+    )
+    assert task_submission(definition, "schedule:s:tick") == TaskSubmission(
+        task="echo",
+        payload={"n": 1},
+        queue="other",
+        max_retries=2,
+        timeout_s=5.0,
+        idempotency_key="schedule:s:tick",
+    )
+    for model in (ScheduleDefinition, ScheduleFields, TaskSubmission):
+        assert model.model_fields.keys() >= SUBMISSION_FIELDS, model

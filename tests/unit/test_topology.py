@@ -21,8 +21,10 @@ class RecordingChannel:
 
     def __init__(self) -> None:
         self.queues: dict[str, dict[str, Any]] = {}
+        self.exchanges: list[str] = []
 
-    async def declare_exchange(self, *_: Any, **__: Any) -> _Declared:
+    async def declare_exchange(self, name: str, *_: Any, **__: Any) -> _Declared:
+        self.exchanges.append(name)
         return _Declared()
 
     async def declare_queue(self, name: str, **kwargs: Any) -> _Declared:
@@ -55,3 +57,11 @@ def test_the_run_checks_and_heartbeats_queues_took_new_names_with_their_new_type
     # Re-declaring the old classic queues as quorum ones would be refused (PRECONDITION_FAILED).
     topology = Topology("ns")
     assert (topology.checks_queue, topology.workers_queue) == ("ns.run-checks", "ns.heartbeats")
+
+
+async def test_topology_exchanges_names_every_exchange_it_declares() -> None:
+    # Deleting a namespace (the demo's and the tests' cleanup) walks `exchanges`.
+    topology = Topology("ns")
+    channel = RecordingChannel()
+    await declare_topology(channel, topology, ["default"])  # type: ignore[arg-type]
+    assert sorted(channel.exchanges) == sorted(topology.exchanges)

@@ -8,8 +8,9 @@ this count is theirs; quorum queues' own limit acts first); anything else may ru
 
 A redelivered task whose record is not terminal yet may have finished all the same: its
 consumer lost its broker node between the run and the ack, and sends the events again once
-it has reconnected. So the answer waits up to LATE_EVENTS_GRACE_S for the task to be
-announced finished before it says "run" (the consumer asks for 5 s, then once more).
+it has reconnected. So the answer to a task's first redelivery waits up to
+LATE_EVENTS_GRACE_S for the task to be announced finished before it says "run" (the consumer
+asks for 5 s, then once more).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from conveyor.shared.wire import (
 
 log = logging.getLogger(__name__)
 
-LATE_EVENTS_GRACE_S = 3.0
+LATE_EVENTS_GRACE_S = 2.0
 
 
 class RunChecks:
@@ -94,13 +95,15 @@ class RunChecks:
         return CancelledSinceReply(tuple(await self._cancelled.cancelled_since(since))).encode()
 
     async def _verdict(self, task_id: str, redelivered: bool) -> bytes:
+        redeliveries = await self._redeliveries.increment(task_id) if redelivered else 0
         with self._waiters.watch(task_id) as announced:  # watching before the first read
             record = await self._records.get(task_id)
-            if redelivered and record is not None and not record.status.terminal:
+            # Only a task's first redelivery waits: one that keeps coming back (its consumers
+            # keep dying) must not spend its deliveries waiting for events that never come.
+            if redeliveries == 1 and record is not None and not record.status.terminal:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(announced, self._late_events_grace_s)
                 record = await self._records.get(task_id)
-        redeliveries = await self._redeliveries.increment(task_id) if redelivered else 0
         status = None if record is None else record.status
         finished = status is not None and status.terminal
         dead_letter = not finished and redeliveries > self._max_deliveries

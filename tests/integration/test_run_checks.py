@@ -93,3 +93,16 @@ async def test_a_resent_task_is_answered_at_once(
     task_id = await _queued(store)
     verdict = await asyncio.wait_for(check.verdict(task_id, redelivered=False), 8)
     assert verdict.run is True
+
+
+async def test_only_the_first_redelivery_waits_for_late_events(
+    broker: AbstractRobustConnection, topology: Topology, store: TaskStore
+) -> None:
+    # A task whose consumers keep dying must not spend its deliveries waiting.
+    check, waiters = await _checks(broker, topology, store, grace_s=30)
+    task_id = await _queued(store)
+    asking = asyncio.create_task(check.verdict(task_id, redelivered=True))  # waits the grace
+    await wait_until(lambda: task_id in waiters.watched(), 10, "the first question to wait")
+    again = await asyncio.wait_for(check.verdict(task_id, redelivered=True), 8)
+    assert again.run is True and not asking.done()
+    asking.cancel()

@@ -70,7 +70,7 @@ async def test_registry_shows_workers_online_then_lost_or_offline(
 
     killed.signal(signal.SIGKILL)
     lost = await worker_of(api, killed, "lost", timeout_s=20)
-    assert lost["heartbeat_age_s"] > 3 * HEARTBEAT_S
+    assert lost["heartbeat_age_s"] >= 3 * HEARTBEAT_S  # shown rounded to ms: may equal it
     assert set(lost["running"]) == set(lost["at_risk"]) == on_killed
 
     stopped.signal(signal.SIGTERM)

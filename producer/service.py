@@ -150,16 +150,18 @@ class ProducerService:
             consuming, self.topology, store.events, notices.announce, self.metrics.applied
         )
         await self.recorder.start()
-        await RunChecks(
+        checks = RunChecks(
             consuming,
             self.topology,
             store.records,
             store.cancellations,
             store.redeliveries,
             self.waiters,
-        ).start()
+        )
+        await checks.start()
         letters = DeadLetterStore(store.engine)
-        await DeadLetterKeeper(consuming, self.topology, letters, store.records).start()
+        keeper = DeadLetterKeeper(consuming, self.topology, letters, store.records)
+        await keeper.start()
         self.dead_letters = DeadLetterDesk(letters, store.records, publisher)
         maintenance = Maintenance(
             store.submissions,
@@ -176,9 +178,10 @@ class ProducerService:
         self.canceller = canceller
         due_tasks = DueTasks(store.delays, store.submissions, publisher)
         due_tasks.start()
-        self._parts = [notices, self.recorder, maintenance, due_tasks]
         workers = WorkerStore(store.engine)
-        await WorkerRegistry(consuming, self.topology, workers).start()
+        registry = WorkerRegistry(consuming, self.topology, workers)
+        await registry.start()
+        self._parts = [notices, self.recorder, checks, keeper, registry, maintenance, due_tasks]
         self.workers = workers
         queues = sorted(set(settings.queues) | self.catalog.queues)
         watch = SystemWatch(

@@ -5,16 +5,22 @@ one shape: run a step, wait, repeat. A step's error is logged with the loop's na
 loop goes on, because a background task that dies stops its work silently until the process
 restarts. `stop()` cancels the task and waits until it has ended. Whatever an owner does on
 the way out (a final flush, a goodbye) stays with the owner, after `await loop.stop()`.
+
+InFlight is the same promise for consumer callbacks: what a service started, its stop ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # What a step returns: how many seconds to wait before the next step (None: `every_s`).
 Step = Callable[[], Awaitable[float | None]]
@@ -96,3 +102,42 @@ class BackgroundLoop:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_s):
                 await self._woken.wait()
+
+
+Handler = Callable[[T], Awaitable[None]]
+
+
+class InFlight:
+    """The calls of a consumer callback under way, so that its owner can end them on stop.
+
+    aio-pika runs each delivery's callback in a task of its own, which closing the channel
+    does not cancel: a handler still awaiting the database after its service closed the store
+    would check out a connection of a disposed pool, which nobody ever closes. An owner wraps
+    its callback with `track()` and, on stop, closes its channel (no new deliveries) and then
+    awaits `cancel()`. An unacked delivery cut short goes back to its queue with the channel.
+    """
+
+    def __init__(self) -> None:
+        self._calls: set[asyncio.Task[Any]] = set()
+
+    def track(self, handler: Handler[T]) -> Handler[T]:
+        """`handler`, with each call registered while it runs."""
+
+        @functools.wraps(handler)
+        async def tracked(delivery: T) -> None:
+            call = asyncio.current_task()
+            assert call is not None
+            self._calls.add(call)
+            try:
+                await handler(delivery)
+            finally:
+                self._calls.discard(call)
+
+        return tracked
+
+    async def cancel(self) -> None:
+        """Cancel the calls under way and wait until they ended."""
+        calls = [call for call in self._calls if call is not asyncio.current_task()]
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)

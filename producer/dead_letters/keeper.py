@@ -13,10 +13,11 @@ import time
 import uuid
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from conveyor.producer.dead_letters.store import DeadLetter, DeadLetterStore
 from conveyor.producer.store.records import Records
+from conveyor.shared.background import InFlight
 from conveyor.shared.topology import Topology
 from conveyor.shared.wire import (
     HEADER_ATTEMPT,
@@ -46,14 +47,22 @@ class DeadLetterKeeper:
         self._topology = topology
         self._letters = letters
         self._records = records
+        self._channel: AbstractChannel | None = None
+        self._keeping = InFlight()
 
     async def start(self) -> None:
-        channel = await self._connection.channel()
+        self._channel = channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=50)
         # declare (passive), not get_queue: a robust channel restores consumers only of
         # queues it declared, so after a reconnect this one would stop consuming.
         queue = await channel.declare_queue(self._topology.dead_letter_queue, passive=True)
-        await queue.consume(self._keep)
+        await queue.consume(self._keeping.track(self._keep))
+
+    async def stop(self) -> None:
+        """Stop consuming, then end the writes under way (their messages are requeued)."""
+        if self._channel is not None:
+            await self._channel.close()
+        await self._keeping.cancel()
 
     async def _keep(self, message: AbstractIncomingMessage) -> None:
         try:

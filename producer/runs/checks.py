@@ -25,6 +25,7 @@ from conveyor.producer.runs.waiters import Waiters
 from conveyor.producer.store.cancellations import Cancellations
 from conveyor.producer.store.records import Records
 from conveyor.producer.store.redeliveries import Redeliveries
+from conveyor.shared.background import InFlight
 from conveyor.shared.errors import UndecodableMessage
 from conveyor.shared.rpc import send_reply
 from conveyor.shared.topology import Topology, declare_checks_queue
@@ -62,13 +63,20 @@ class RunChecks:
         self._waiters = waiters
         self._late_events_grace_s = late_events_grace_s
         self._channel: AbstractChannel | None = None
+        self._answering = InFlight()
 
     async def start(self) -> None:
         self._channel = await self._connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=100)
         # Declared (not just looked up): a robust channel restores only what it declared.
         queue = await declare_checks_queue(self._channel, self._topology)
-        await queue.consume(self._answer, no_ack=True)
+        await queue.consume(self._answering.track(self._answer), no_ack=True)
+
+    async def stop(self) -> None:
+        """Stop consuming, then end the answers under way (one may wait out its grace)."""
+        if self._channel is not None:
+            await self._channel.close()
+        await self._answering.cancel()
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:
         assert self._channel is not None

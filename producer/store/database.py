@@ -69,6 +69,8 @@ class TaskStore:
         return store
 
     async def close(self) -> None:
+        """Dispose of the engine, after the background work that may hold a connection."""
+        await self.stats.close()
         await self.engine.dispose()
 
 

@@ -66,6 +66,10 @@ class Stats:
             counted_at=datetime.fromtimestamp(counted.at, UTC),
         )
 
+    async def close(self) -> None:
+        """End the background counts (before the engine is disposed)."""
+        await self._status_counts.close()
+
     async def count_by_status(self) -> dict[str, int]:
         """Records per status, every status included (0 where there is none)."""
         counts = {status.value: 0 for status in TaskStatus}

@@ -73,6 +73,14 @@ class StatusCounts:
         self._slow = counting
         return latest
 
+    async def close(self) -> None:
+        """Cancel the counts under way and wait until they ended, so none still holds a
+        database connection when the engine is disposed."""
+        running = list(self._running)
+        for counting in running:
+            counting.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
     def _start(self, count: Count) -> asyncio.Task[Counted]:
         counting = asyncio.create_task(self._count(count), name="conveyor-status-counts")
         self._running.add(counting)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from pydantic import ValidationError
 
 from conveyor.producer.workers.store import WorkerStore
+from conveyor.shared.background import InFlight
 from conveyor.shared.topology import Topology
 from conveyor.shared.workers import Heartbeat
 
@@ -29,14 +30,22 @@ class WorkerRegistry:
         self._connection = connection
         self._topology = topology
         self._store = store
+        self._channel: AbstractChannel | None = None
+        self._keeping = InFlight()
 
     async def start(self) -> None:
-        channel = await self._connection.channel()
+        self._channel = channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=PREFETCH)
         # declare (passive), not get_queue: a robust channel restores consumers only of
         # queues it declared, so after a reconnect this one would stop consuming.
         queue = await channel.declare_queue(self._topology.workers_queue, passive=True)
-        await queue.consume(self._keep)
+        await queue.consume(self._keeping.track(self._keep))
+
+    async def stop(self) -> None:
+        """Stop consuming, then end the writes under way (their messages are requeued)."""
+        if self._channel is not None:
+            await self._channel.close()
+        await self._keeping.cancel()
 
     async def _keep(self, message: AbstractIncomingMessage) -> None:
         try:

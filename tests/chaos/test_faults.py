@@ -343,13 +343,15 @@ async def test_an_alarm_refuses_submissions_with_503_and_every_202_task_complete
     row = chaos_summary.add(ChaosRow(f"{resource} alarm on for {ALARM_S:g} s"))
     for _ in range(2):
         start_service("consumer")
-    api = (await open_producer(publish_timeout_s=1.0)).api
+    producer = await open_producer(publish_timeout_s=1.0)
+    api = producer.api
     # A backlog the consumers still work on while the alarm blocks every publisher.
     backlog = await submit_batches(api, [{"task": "sleep", "payload": {"seconds": 0.05}}] * 400)
     accepted: dict[int, str] = {}  # payload n -> task id, for every 202
     refused: list[int] = []  # payload n of every task in a batch answered 503
     kept: list[str] = []  # ids the 503s named as sent, unconfirmed and kept for the outbox
     odd: list[httpx.Response] = []  # anything else
+    answered: list[tuple[float, float]] = []  # (sent, answered) monotonic times of each 202
     counter = iter(range(1_000_000))
     stop = asyncio.Event()
 
@@ -357,8 +359,10 @@ async def test_an_alarm_refuses_submissions_with_503_and_every_202_task_complete
         while not stop.is_set():
             ns = [next(counter) for _ in range(ALARM_BATCH)]
             body = {"tasks": [{"task": "echo", "payload": {"n": n}} for n in ns]}
+            sent_at = time.monotonic()
             response = await api.post("/tasks/batch", json=body)
             if response.status_code == 202:
+                answered.append((sent_at, time.monotonic()))
                 accepted.update(zip(ns, (i["id"] for i in response.json()["items"]), strict=True))
             elif response.status_code == 503 and response.json()["error"] in REFUSALS:
                 assert int(response.headers["Retry-After"]) > 0
@@ -371,7 +375,9 @@ async def test_an_alarm_refuses_submissions_with_503_and_every_202_task_complete
     submitters = [asyncio.create_task(submit_until_stopped()) for _ in range(SUBMITTERS)]
     try:
         await wait_until(lambda: len(accepted) >= 20, 30, "submissions before the alarm")
+        alarm_asked_at = time.monotonic()
         await asyncio.to_thread(running_node.set_alarm, resource, True)
+        alarm_on_at = time.monotonic()
         try:
             depth_on = await work_queue_depth(running_node, chaos_namespace)
             accepted_on = len(accepted)
@@ -398,7 +404,14 @@ async def test_an_alarm_refuses_submissions_with_503_and_every_202_task_complete
 
     assert odd == [], [(r.status_code, r.text) for r in odd[:3]]
     assert refused, "the alarm refused no submission"
-    assert accepted_off - accepted_on <= SUBMITTERS * ALARM_BATCH  # none accepted meanwhile
+    # None accepted meanwhile, but for a request of each submitter already under way.
+    assert accepted_off - accepted_on <= SUBMITTERS * ALARM_BATCH, (
+        f"alarm asked at -{alarm_on_at - alarm_asked_at:.2f} s; 202s (sent, answered) in s "
+        "from the alarm on: "
+        + ", ".join(f"({s - alarm_on_at:.2f}, {a - alarm_on_at:.2f})" for s, a in answered)
+        + "\nproducer log:\n"
+        + producer.process.log()[-4000:]
+    )
     assert 0 < depth_on and depth_off < depth_on  # consumers drained while publishers were blocked
     assert in_time and row.lost == 0
     assert Counter(records[i]["status"] for i in ids) == {"succeeded": len(ids)}

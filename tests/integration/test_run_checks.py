@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -41,28 +41,44 @@ async def _queued(store: TaskStore) -> str:
     return record.id
 
 
-async def _checks(
-    broker: AbstractRobustConnection, topology: Topology, store: TaskStore, grace_s: float
-) -> tuple[RunCheck, Waiters]:
-    waiters = Waiters()
-    await RunChecks(
-        broker,
-        topology,
-        store.records,
-        store.cancellations,
-        store.redeliveries,
-        waiters,
-        late_events_grace_s=grace_s,
-    ).start()
-    check = RunCheck(broker, topology, timeout_s=10)
-    await check.start()
-    return check, waiters
+Checks = Callable[[float], Awaitable[tuple[RunCheck, Waiters]]]
+
+
+@pytest.fixture
+async def checks(
+    broker: AbstractRobustConnection, topology: Topology, store: TaskStore
+) -> AsyncIterator[Checks]:
+    """`await checks(grace_s)`: a producer's RunChecks on `store` and a consumer's RunCheck.
+    Stopped before the store closes: an answer still waiting out its grace must not read a
+    closed store (it would open a database connection nobody closes)."""
+    started: list[RunChecks] = []
+
+    async def start(grace_s: float) -> tuple[RunCheck, Waiters]:
+        waiters = Waiters()
+        answering = RunChecks(
+            broker,
+            topology,
+            store.records,
+            store.cancellations,
+            store.redeliveries,
+            waiters,
+            late_events_grace_s=grace_s,
+        )
+        started.append(answering)
+        await answering.start()
+        check = RunCheck(broker, topology, timeout_s=10)
+        await check.start()
+        return check, waiters
+
+    yield start
+    for answering in started:
+        await answering.stop()
 
 
 async def test_a_redelivered_task_whose_success_arrives_late_is_not_run_again(
-    broker: AbstractRobustConnection, topology: Topology, store: TaskStore
+    checks: Checks, store: TaskStore
 ) -> None:
-    check, waiters = await _checks(broker, topology, store, grace_s=8)
+    check, waiters = await checks(8)
     task_id = await _queued(store)
     asking = asyncio.create_task(check.verdict(task_id, redelivered=True))
     # The question is in (the answer is waiting for late events); now the success lands.
@@ -75,9 +91,9 @@ async def test_a_redelivered_task_whose_success_arrives_late_is_not_run_again(
 
 
 async def test_a_redelivered_task_with_no_late_events_runs_after_the_grace(
-    broker: AbstractRobustConnection, topology: Topology, store: TaskStore
+    checks: Checks, store: TaskStore
 ) -> None:
-    check, _ = await _checks(broker, topology, store, grace_s=0.5)
+    check, _ = await checks(0.5)
     task_id = await _queued(store)
     asked = time.monotonic()
     verdict = await check.verdict(task_id, redelivered=True)
@@ -85,21 +101,19 @@ async def test_a_redelivered_task_with_no_late_events_runs_after_the_grace(
     assert time.monotonic() - asked >= 0.5  # it did wait for late events first
 
 
-async def test_a_resent_task_is_answered_at_once(
-    broker: AbstractRobustConnection, topology: Topology, store: TaskStore
-) -> None:
+async def test_a_resent_task_is_answered_at_once(checks: Checks, store: TaskStore) -> None:
     # Re-sent by the outbox (not redelivered): its first copy, if any, is not late events.
-    check, _ = await _checks(broker, topology, store, grace_s=30)
+    check, _ = await checks(30)
     task_id = await _queued(store)
     verdict = await asyncio.wait_for(check.verdict(task_id, redelivered=False), 8)
     assert verdict.run is True
 
 
 async def test_only_the_first_redelivery_waits_for_late_events(
-    broker: AbstractRobustConnection, topology: Topology, store: TaskStore
+    checks: Checks, store: TaskStore
 ) -> None:
     # A task whose consumers keep dying must not spend its deliveries waiting.
-    check, waiters = await _checks(broker, topology, store, grace_s=30)
+    check, waiters = await checks(30)
     task_id = await _queued(store)
     asking = asyncio.create_task(check.verdict(task_id, redelivered=True))  # waits the grace
     await wait_until(lambda: task_id in waiters.watched(), 10, "the first question to wait")

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from conveyor.shared.background import BackgroundLoop
+from conveyor.shared.background import BackgroundLoop, InFlight
 
 DEADLINE_S = 5.0
 
@@ -193,3 +193,31 @@ async def test_wake_ups_before_a_step_are_served_by_it_after_a_back_off() -> Non
         await asyncio.sleep(0)
     assert steps.calls == 2  # no third step: nothing woke the loop after the second began
     await loop.stop()
+
+
+async def test_in_flight_cancel_ends_the_calls_under_way_and_only_those() -> None:
+    in_flight = InFlight()
+    started: list[int] = []
+    ended: list[tuple[int, str]] = []
+    release = asyncio.Event()
+
+    async def handle(n: int) -> None:
+        started.append(n)
+        try:
+            if n:
+                await release.wait()  # like a handler awaiting the database
+        except asyncio.CancelledError:
+            ended.append((n, "cancelled"))
+            raise
+        ended.append((n, "done"))
+
+    handle_tracked = in_flight.track(handle)
+    await handle_tracked(0)  # finished before the stop: nothing to cancel
+    calls = [asyncio.create_task(handle_tracked(n)) for n in (1, 2)]
+    async with asyncio.timeout(DEADLINE_S):
+        while len(started) < 3:
+            await asyncio.sleep(0)
+    await in_flight.cancel()
+    assert all(call.cancelled() for call in calls)
+    assert sorted(ended) == [(0, "done"), (1, "cancelled"), (2, "cancelled")]
+    await in_flight.cancel()  # again: nothing left

@@ -88,3 +88,16 @@ async def test_a_cheap_count_that_stalls_answers_with_the_previous_one() -> None
     await _settle()
     fresh = await counts.read(store.count)  # the stalled count landed; now it is expensive
     assert (fresh.counts, fresh.took_s, store.calls) == ({"queued": 6}, 2.0, 2)
+
+
+async def test_close_ends_a_count_under_way_so_it_holds_no_connection_past_the_engine() -> None:
+    store = FakeStore()
+    counts = store.counts()
+    await counts.read(store.count)
+    store.gate = asyncio.Event()  # the next count stalls, like a query on a loaded database
+    await counts.read(store.count)  # gives up waiting after WAIT_S; the count goes on alone
+    running = [t for t in asyncio.all_tasks() if t.get_name() == "conveyor-status-counts"]
+    assert len(running) == 1 and not running[0].done()
+    await counts.close()
+    assert running[0].cancelled()
+    await counts.close()  # again: nothing left to end

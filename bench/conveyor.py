@@ -1,9 +1,9 @@
 """Conveyor's side of the benchmark, used only through its public surface.
 
 Publishing goes through `open_submitter` (the in-process Python API: a whole producer
-service, Recorder included, on the run's own database), consuming through `python -m consumer`
-processes configured by CONVEYOR_* variables, latency completions through the `succeeded`
-status events on `{ns}.events`.
+service, Recorder included, on the run's own database), consuming through
+`python -m conveyor.consumer` processes configured by CONVEYOR_* variables, latency
+completions through the `succeeded` status events on `{ns}.events`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP side of the enqueue comparison: a `python -m producer` process and a batch poster.
+"""The HTTP side of the enqueue comparison: a `python -m conveyor.producer` process, a poster.
 
 The producer process is the service as deployed (uvicorn, the run's event loop) on the same
 database as the bench's in-process service, so both enqueue paths write records to one store.
@@ -100,7 +100,7 @@ async def open_http_producer(
     ready_timeout_s: float = 60.0,
     argv: Sequence[str] = PRODUCER_ARGV,
 ) -> AsyncIterator[HttpProducer]:
-    """Start `argv` (`python -m producer`), wait until ready; SIGTERM (graceful) on exit."""
+    """Start `argv` (`python -m conveyor.producer`), wait until ready; SIGTERM it on exit."""
     proc = children.spawn(argv, env, label)
     try:
         async with httpx.AsyncClient(

@@ -209,7 +209,7 @@ def meta(cfg: Config, complete: bool, load_at_start: float) -> dict[str, Any]:
         "store": cfg.store,
         "python_enqueue": "one Submitter.submit_many call per N tasks",
         "http_enqueue": f"POST /tasks/batch, {BATCH_SIZE} tasks each, "
-        f"{cfg.http_concurrency} in flight, to a `python -m producer` process",
+        f"{cfg.http_concurrency} in flight, to a `python -m conveyor.producer` process",
         "store_off": "consumers with CONVEYOR_EVENTS=false (nothing recorded after submission)",
         "store_on": "consumers with CONVEYOR_EVENTS=true, the in-process Recorder applies "
         "the events; drain ends when the store counts every task succeeded",

@@ -128,7 +128,7 @@ class Bench:
 
     @asynccontextmanager
     async def http_producer(self) -> AsyncIterator[HttpProducer]:
-        """A `python -m producer` process on the run's database, up for the HTTP enqueues."""
+        """A `python -m conveyor.producer` process on the run's database, for the HTTP enqueues."""
         cfg, port = self.cfg, free_port()
         health = self.children.log_dir / "producer-alive"
         env = producer_env(
@@ -141,7 +141,7 @@ class Bench:
     def _consumers(
         self, events: bool | None, log_tasks: bool = True
     ) -> list[subprocess.Popen[bytes]]:
-        """2 raw consumers (`events` None) or `python -m consumer` with CONVEYOR_EVENTS
+        """2 raw consumers (`events` None) or `python -m conveyor.consumer` with CONVEYOR_EVENTS
         and CONVEYOR_LOG_TASKS."""
         cfg = self.cfg
         if events is None:

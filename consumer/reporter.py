@@ -176,7 +176,18 @@ class Reporter:
                 properties=properties,
             )
         if not isinstance(confirmation, Basic.Ack):
+            # Nacked: the next try goes out on a new channel, since a channel can keep being
+            # nacked after a quorum queue's leader moved (see producer/submission/publisher.py).
+            await self._reopen_events_channel()
             raise ConnectionError(f"the broker did not ack the events: {confirmation!r}")
+
+    async def _reopen_events_channel(self) -> None:
+        """Replace the events channel (nothing else awaits a confirm on it: one batch at a time)."""
+        old = self._events_channel
+        self._events_channel = await self._connection.channel(publisher_confirms=True)
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await old.close()
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Publish the events still queued (within `timeout_s`), then stop the pump."""

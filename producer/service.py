@@ -181,7 +181,16 @@ class ProducerService:
         workers = WorkerStore(store.engine)
         registry = WorkerRegistry(consuming, self.topology, workers)
         await registry.start()
-        self._parts = [notices, self.recorder, checks, keeper, registry, maintenance, due_tasks]
+        self._parts = [
+            notices,
+            self.recorder,
+            checks,
+            keeper,
+            registry,
+            maintenance,
+            due_tasks,
+            publisher,
+        ]
         self.workers = workers
         queues = sorted(set(settings.queues) | self.catalog.queues)
         watch = SystemWatch(

@@ -146,6 +146,6 @@ async def submitter(producer_settings: ProducerSettings) -> AsyncIterator[Submit
 
 @pytest.fixture
 def spawn(amqp_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start `python -m consumer|producer` in the test namespace; all killed after the test."""
+    """Start `python -m conveyor.consumer|producer` in the test namespace; killed after."""
     with service_spawner(amqp_url, namespace, tmp_path) as start:
         yield start

@@ -2,12 +2,20 @@
 
 The channel runs with `mandatory` publishes and `on_return_raises=True`: aio-pika otherwise
 resolves a returned (unroutable) message as if it had been delivered.
+
+A nack makes the publisher open a new channel (at most once per RENEW_AFTER_NACK_S). On a
+cluster, a channel that reconnected while a quorum queue was electing a new leader kept being
+nacked for minutes (RabbitMQ 3.10; the chaos cluster test saw every publish of both producer
+replicas refused after the leader's node died), while the queue itself took publishes: the
+broker keeps that state per channel, and a new channel starts without it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -20,6 +28,8 @@ from conveyor.shared.errors import BrokerUnavailable, PublishFailed, PublishUnco
 from conveyor.shared.topology import Topology
 
 log = logging.getLogger(__name__)
+
+RENEW_AFTER_NACK_S = 1.0
 
 
 class TaskPublisher(Protocol):
@@ -52,15 +62,20 @@ class Publisher:
         self._confirm_window = confirm_window
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
+        self._renewing: asyncio.Task[None] | None = None
+        self._renewed_at = float("-inf")
 
     async def start(self) -> None:
         """Open the confirmed channel (the tasks exchange must be declared already)."""
-        self._channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._exchange = await self._channel.get_exchange(
-            self._topology.tasks_exchange, ensure=False
-        )
+        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
+        self._exchange = await channel.get_exchange(self._topology.tasks_exchange, ensure=False)
+        self._channel = channel
+
+    async def stop(self) -> None:
+        """End a channel renewal under way (the channels close with their connection)."""
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
 
     @property
     def ready(self) -> bool:
@@ -151,8 +166,34 @@ class Publisher:
             await self._exchange.publish(encode(task), routing_key=task.queue, mandatory=True)
         except (DeliveryError, PublishError) as error:
             returned = isinstance(error, PublishError)
+            if not returned:
+                self._renew_channel()
             reason = "unroutable (no queue bound)" if returned else "nacked by the broker"
             raise PublishFailed(task.id, reason) from error
         except (AMQPConnectionError, ChannelInvalidStateError, ConnectionError, AMQPError) as error:
             reason = f"lost the connection to RabbitMQ before the confirm: {error!r}"
             raise PublishUnconfirmed(task.id, reason) from error
+
+    def _renew_channel(self) -> None:
+        """After a nack: publish on a new channel from now on (see the module docstring)."""
+        now = time.monotonic()
+        if now - self._renewed_at < RENEW_AFTER_NACK_S:
+            return
+        if self._renewing is not None and not self._renewing.done():
+            return
+        self._renewed_at = now
+        self._renewing = asyncio.create_task(self._open_new_channel(), name="conveyor-renew")
+
+    async def _open_new_channel(self) -> None:
+        old = self._channel
+        try:
+            await self.start()
+        except Exception as error:
+            log.warning("could not open a new publishing channel after a nack: %r", error)
+            return
+        log.info("the broker nacked a publish: publishing on a new channel")
+        if old is not None:
+            # Publishes still awaiting their confirm on the old channel get it, or time out.
+            await asyncio.sleep(self._confirm_timeout_s)
+            with contextlib.suppress(Exception):
+                await old.close()

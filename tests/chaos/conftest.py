@@ -78,7 +78,7 @@ def chaos_namespace() -> str:
 def start_service(
     running_node: RabbitNode, chaos_namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start `python -m consumer|producer` against the private node; all killed after the test."""
+    """Start `python -m conveyor.consumer|producer` against the private node; killed after."""
     with service_spawner(running_node.url, chaos_namespace, tmp_path) as start:
         yield start
 

@@ -35,7 +35,7 @@ ECHO = {"task": "echo", "payload": {"a": 1}}
 async def api(
     topology: Topology, spawn: Callable[..., ServiceProcess]
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """`python -m producer` on a free port, ready (connected to RabbitMQ); a client for it."""
+    """`python -m conveyor.producer` on a free port, ready (connected to RabbitMQ); its client."""
     port = free_port()
     spawn("producer", http_port=port, http_host="127.0.0.1")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

@@ -64,6 +64,7 @@ class Publisher:
         self._exchange: AbstractExchange | None = None
         self._renewing: asyncio.Task[None] | None = None
         self._renewed_at = float("-inf")
+        self._retiring: set[asyncio.Task[None]] = set()  # old channels, closed a bit later
 
     async def start(self) -> None:
         """Open the confirmed channel (the tasks exchange must be declared already)."""
@@ -72,10 +73,11 @@ class Publisher:
         self._channel = channel
 
     async def stop(self) -> None:
-        """End a channel renewal under way (the channels close with their connection)."""
-        if self._renewing is not None:
-            self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
+        """End the channel renewals under way (the channels close with their connection)."""
+        pending = [*self._retiring, *([self._renewing] if self._renewing else [])]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     @property
     def ready(self) -> bool:
@@ -193,7 +195,12 @@ class Publisher:
             return
         log.info("the broker nacked a publish: publishing on a new channel")
         if old is not None:
-            # Publishes still awaiting their confirm on the old channel get it, or time out.
-            await asyncio.sleep(self._confirm_timeout_s)
-            with contextlib.suppress(Exception):
-                await old.close()
+            retiring = asyncio.create_task(self._retire(old), name="conveyor-retire-channel")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, channel: AbstractChannel) -> None:
+        """Close `channel` once the publishes still awaiting its confirms got them or timed out."""
+        await asyncio.sleep(self._confirm_timeout_s)
+        with contextlib.suppress(Exception):
+            await channel.close()

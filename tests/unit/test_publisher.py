@@ -48,14 +48,15 @@ class FakeChannel:
 class FakeConnection:
     """Its first channel is stuck nacking; the channels opened after it take publishes."""
 
-    def __init__(self) -> None:
+    def __init__(self, all_nack: bool = False) -> None:
         self.connected = asyncio.Event()
         self.connected.set()
         self.opened: list[FakeChannel] = []
+        self.all_nack = all_nack  # the new channels nack too
 
     async def channel(self, publisher_confirms: bool, on_return_raises: bool) -> FakeChannel:
         assert publisher_confirms and on_return_raises
-        self.opened.append(FakeChannel(nacks=not self.opened))
+        self.opened.append(FakeChannel(nacks=self.all_nack or not self.opened))
         return self.opened[-1]
 
 
@@ -104,4 +105,21 @@ async def test_nacks_in_a_burst_open_one_new_channel(monkeypatch: pytest.MonkeyP
         await publisher.publish(_task())
     await asyncio.sleep(0.01)
     assert len(connection.opened) == 2
+    await publisher.stop()
+
+
+async def test_a_new_channel_still_nacked_a_moment_later_is_replaced_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(publisher_module, "RENEW_AFTER_NACK_S", 0.01)
+    connection = FakeConnection(all_nack=True)
+    publisher = Publisher(connection, Topology("t"), confirm_timeout_s=30)  # type: ignore[arg-type]
+    await publisher.start()
+    for opened in (2, 3):
+        with pytest.raises(PublishFailed):
+            await publisher.publish(_task())
+        await _until(lambda: len(connection.opened) == opened, f"channel {opened}")  # noqa: B023
+        await asyncio.sleep(0.02)  # past RENEW_AFTER_NACK_S
+    # The old channels stay open until their confirms had the confirm timeout to come in.
+    assert [channel.is_closed for channel in connection.opened] == [False] * 3
     await publisher.stop()

@@ -172,12 +172,10 @@ async def _follow(watch: aio_pika.abc.AbstractQueue, count: int, per_worker: Cou
 
 
 async def _delete_namespace(channel: aio_pika.abc.AbstractChannel, topology: Topology) -> None:
-    for queue in (
-        topology.work_queue("default"),
-        topology.dead_letter_queue,
-        topology.recorder_queue,
-        topology.checks_queue,
-    ):
+    """Delete what the demo's services declared, once they stopped: a demo leaves nothing on
+    the user's broker. (The demo runs no retries, so it has no retry queues; those expire on
+    their own an hour after their last use anyway.)"""
+    for queue in (topology.work_queue("default"), *topology.service_queues):
         await channel.queue_delete(queue)
     for exchange in topology.exchanges:
         await channel.exchange_delete(exchange)

@@ -135,6 +135,17 @@ class Topology:
         return f"{self.namespace}.control"
 
     @property
+    def service_queues(self) -> tuple[str, ...]:
+        """Every queue `declare_topology` declares besides the work queues: with those (and
+        the retry queues, which expire on their own), what deleting a namespace deletes."""
+        return (
+            self.dead_letter_queue,
+            self.recorder_queue,
+            self.checks_queue,
+            self.workers_queue,
+        )
+
+    @property
     def exchanges(self) -> tuple[str, ...]:
         """Every exchange `declare_topology` declares: what deleting a namespace deletes."""
         return (

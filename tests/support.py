@@ -194,8 +194,7 @@ async def delete_namespace(
     channel = await connection.channel()
     names = [topology.work_queue(q) for q in queues]
     names += [topology.retry_queue(q, ms) for q in queues for ms in all_retry_delays_ms(600_000)]
-    names += [topology.dead_letter_queue, topology.recorder_queue, topology.checks_queue]
-    names.append(topology.workers_queue)
+    names += topology.service_queues
     for name in names:
         await channel.queue_delete(name)
     for name in topology.exchanges:

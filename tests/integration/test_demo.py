@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
 import sys
 
+import aio_pika
+from aio_pika.abc import AbstractRobustConnection
+
+from conveyor.shared.topology import Topology
 from tests.support import free_port
 
 
@@ -20,12 +25,38 @@ def _demo(amqp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_runs_every_task_and_shows_a_row_per_consumer(amqp_url: str) -> None:
-    done = _demo(amqp_url, "--tasks", "60", "--consumers", "3")
+async def _left_behind(broker: AbstractRobustConnection, topology: Topology) -> list[str]:
+    """The queues and exchanges of `topology` that still exist on the broker."""
+    queues = (topology.work_queue("default"), *topology.service_queues)
+    left = []
+    for name in (*queues, *topology.exchanges):
+        channel = await broker.channel()
+        try:
+            if name in queues:
+                await channel.declare_queue(name, passive=True)
+            else:
+                await channel.declare_exchange(name, passive=True)
+            left.append(name)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            pass  # deleted, as it should be
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    return left
+
+
+async def test_demo_runs_every_task_shows_a_row_per_consumer_and_cleans_up(
+    amqp_url: str, broker: AbstractRobustConnection
+) -> None:
+    done = await asyncio.to_thread(_demo, amqp_url, "--tasks", "60", "--consumers", "3")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "60 tasks in" in done.stdout
     counts = [int(n) for n in re.findall(r"│\s+(\d+) │\s+\d+% │", done.stdout)]
     assert len(counts) == 3 and sum(counts) == 60
+    found = re.search(r"namespace (demo-[0-9a-f]+)", done.stdout)
+    assert found, done.stdout
+    # A demo leaves nothing of its own on the user's broker (run it as often as you like).
+    assert await _left_behind(broker, Topology(found.group(1))) == []
 
 
 def test_demo_without_rabbitmq_says_so_in_one_line() -> None:

@@ -47,6 +47,11 @@ async def test_every_declared_queue_is_durable_and_of_the_configured_type(
         topology.work_queue("default"),
         topology.work_queue("emails"),
     }
+    # service_queues names them all but the work queues: what cleaning up a namespace deletes.
+    assert set(topology.service_queues) == expected - {
+        topology.work_queue("default"),
+        topology.work_queue("emails"),
+    }
     assert set(channel.queues) == expected
     for name, kwargs in channel.queues.items():
         assert kwargs.get("durable") is True, name

@@ -6,8 +6,8 @@ resolves a returned (unroutable) message as if it had been delivered.
 A nack makes the publisher open a new channel (at most once per RENEW_AFTER_NACK_S). On a
 cluster, a channel that reconnected while a quorum queue was electing a new leader kept being
 nacked for minutes (RabbitMQ 3.10; the chaos cluster test saw every publish of both producer
-replicas refused after the leader's node died), while the queue itself took publishes: the
-broker keeps that state per channel, and a new channel starts without it.
+replicas refused after the leader's node died), while a new channel's publishes were
+confirmed at once: whatever the broker kept, it kept per channel.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractChannel
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,9 @@ class InFlight:
     aio-pika runs each delivery's callback in a task of its own, which closing the channel
     does not cancel: a handler still awaiting the database after its service closed the store
     would check out a connection of a disposed pool, which nobody ever closes. An owner wraps
-    its callback with `track()` and, on stop, closes its channel (no new deliveries) and then
-    awaits `cancel()`. An unacked delivery cut short goes back to its queue with the channel.
+    its callback with `track()` and, on stop, awaits `stop(channel)`: its channel closes (no new
+    deliveries), then the calls under way end. An unacked delivery cut short goes back to its
+    queue with the channel.
     """
 
     def __init__(self) -> None:
@@ -141,3 +145,9 @@ class InFlight:
         for call in calls:
             call.cancel()
         await asyncio.gather(*calls, return_exceptions=True)
+
+    async def stop(self, channel: AbstractChannel | None) -> None:
+        """Close `channel` (the one the callback consumes on), then `cancel()`."""
+        if channel is not None:
+            await channel.close()
+        await self.cancel()

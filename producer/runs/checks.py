@@ -74,9 +74,7 @@ class RunChecks:
 
     async def stop(self) -> None:
         """Stop consuming, then end the answers under way (one may wait out its grace)."""
-        if self._channel is not None:
-            await self._channel.close()
-        await self._answering.cancel()
+        await self._answering.stop(self._channel)
 
     async def _answer(self, request: AbstractIncomingMessage) -> None:
         assert self._channel is not None

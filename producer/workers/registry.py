@@ -43,9 +43,7 @@ class WorkerRegistry:
 
     async def stop(self) -> None:
         """Stop consuming, then end the writes under way (their messages are requeued)."""
-        if self._channel is not None:
-            await self._channel.close()
-        await self._keeping.cancel()
+        await self._keeping.stop(self._channel)
 
     async def _keep(self, message: AbstractIncomingMessage) -> None:
         try:

@@ -221,3 +221,25 @@ async def test_in_flight_cancel_ends_the_calls_under_way_and_only_those() -> Non
     assert all(call.cancelled() for call in calls)
     assert sorted(ended) == [(0, "done"), (1, "cancelled"), (2, "cancelled")]
     await in_flight.cancel()  # again: nothing left
+
+
+async def test_in_flight_stop_closes_the_channel_before_it_cancels_the_calls() -> None:
+    in_flight = InFlight()
+    order: list[str] = []
+
+    class Channel:
+        async def close(self) -> None:
+            order.append("channel closed")
+
+    async def handle(_: int) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            order.append("call cancelled")
+            raise
+
+    call = asyncio.create_task(in_flight.track(handle)(1))
+    await asyncio.sleep(0)
+    await in_flight.stop(Channel())  # type: ignore[arg-type]
+    assert call.cancelled() and order == ["channel closed", "call cancelled"]
+    await in_flight.stop(None)  # no channel, nothing under way: nothing to do

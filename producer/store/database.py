@@ -20,6 +20,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from conveyor.producer.store.cancellations import Cancellations
 from conveyor.producer.store.delays import Delays
+from conveyor.producer.store.direct import PING_IDLE_S
 from conveyor.producer.store.events import Events
 from conveyor.producer.store.records import Records
 from conveyor.producer.store.redeliveries import Redeliveries
@@ -33,9 +34,6 @@ from conveyor.producer.store.schema import (
 )
 from conveyor.producer.store.stats import Stats
 from conveyor.producer.store.submissions import Submissions
-
-# A pooled connection idle this long is pinged before use (see _ping_when_idle).
-PING_IDLE_S = 1.0
 
 
 class TaskStore:
@@ -71,6 +69,7 @@ class TaskStore:
     async def close(self) -> None:
         """Dispose of the engine, after the background work that may hold a connection."""
         await self.stats.close()
+        await self.submissions.close()
         await self.engine.dispose()
 
 

@@ -8,12 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from asyncpg import UniqueViolationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from conveyor.producer.store.direct import DirectConnection
 from conveyor.producer.store.rows import message_of, record_of, time_of
-from conveyor.producer.store.schema import tasks
+from conveyor.producer.store.schema import json_dumps, tasks
 from conveyor.shared.envelope import TaskMessage
 from conveyor.shared.records import TaskRecord, TaskStatus
 
@@ -36,14 +38,16 @@ class Submissions:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        # PostgreSQL runs one INSERT statement (executemany included: asyncpg makes it
-        # atomic) as its own transaction: one round trip instead of BEGIN, INSERT, COMMIT.
-        # SQLite's executemany is not atomic without BEGIN: it keeps the transaction.
-        self._insert_engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else engine
-        )
+        # PostgreSQL: the INSERT and the marks skip SQLAlchemy (see direct.py), each one
+        # statement in its own transaction, one round trip.
+        postgres = engine.dialect.name == "postgresql"
+        self._inserts = DirectConnection(engine) if postgres else None
+        self._marks = DirectConnection(engine) if postgres else None
+
+    async def close(self) -> None:
+        for direct in (self._inserts, self._marks):
+            if direct is not None:
+                await direct.close()
 
     async def add(self, entries: Sequence[NewTask]) -> list[tuple[TaskRecord, bool]]:
         """Record `entries` as queued, unpublished; (record, created) in the same order.
@@ -61,9 +65,8 @@ class Submissions:
                     fresh[key] = entry
             try:
                 if fresh:
-                    async with self._insert_engine.begin() as connection:
-                        await connection.execute(tasks.insert(), [_row(e) for e in fresh.values()])
-            except IntegrityError:
+                    await self._insert([_row(e) for e in fresh.values()])
+            except (IntegrityError, UniqueViolationError):
                 continue  # a concurrent submission took a key first: read it, then retry
             results = []
             for entry in entries:
@@ -74,6 +77,16 @@ class Submissions:
                     results.append((_record_of_new(fresh[key]), fresh[key] is entry))
             return results
         raise RuntimeError("idempotency keys kept colliding; giving up")
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> None:
+        """All `rows` or none (SQLite's executemany is atomic only inside BEGIN)."""
+        if self._inserts is None:
+            async with self._engine.begin() as connection:
+                await connection.execute(tasks.insert(), rows)
+            return
+        columns = list(rows[0])  # every row has the same keys (_row)
+        values = (tuple(_postgres_value(c, row[c]) for c in columns) for row in rows)
+        await self._inserts.executemany(_insert_statement(columns), values)
 
     async def _by_keys(self, keys: set[str | None]) -> dict[str, TaskRecord]:
         if not keys:
@@ -88,6 +101,9 @@ class Submissions:
         The rows are locked in id order first, as the Recorder's updates lock them, so the
         two never deadlock over the same rows (an UPDATE ... IN locks in scan order).
         """
+        if self._marks is not None:
+            await self._marks.execute(_MARK_PUBLISHED, list(ids))
+            return
         async with self._engine.begin() as connection:
             locking = select(tasks.c.id).where(tasks.c.id.in_(ids)).order_by(tasks.c.id)
             await connection.execute(locking.with_for_update())
@@ -121,6 +137,25 @@ class Submissions:
             return [message_of(row) for row in await connection.execute(query)]
 
 
+# mark_published's two statements in one: lock the rows in id order, then update them.
+_MARK_PUBLISHED = f"""
+    UPDATE {tasks.name} SET published = true
+    FROM (SELECT id FROM {tasks.name} WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) AS locked
+    WHERE {tasks.name}.id = locked.id
+"""
+_JSON_COLUMNS = frozenset({"payload", "result", "error"})
+
+
+def _insert_statement(columns: list[str]) -> str:
+    places = ", ".join(f"${index}" for index in range(1, len(columns) + 1))
+    return f"INSERT INTO {tasks.name} ({', '.join(columns)}) VALUES ({places})"
+
+
+def _postgres_value(column: str, value: Any) -> Any:
+    """asyncpg's form of a column value: JSON columns go as JSON text."""
+    return json_dumps(value) if column in _JSON_COLUMNS and value is not None else value
+
+
 def _status_of_new(entry: NewTask) -> TaskStatus:
     return TaskStatus.QUEUED if entry.due_at is None else TaskStatus.SCHEDULED
 
@@ -147,7 +182,8 @@ def _row(entry: NewTask) -> dict[str, Any]:
 
 def _record_of_new(entry: NewTask) -> TaskRecord:
     message = entry.message
-    return TaskRecord(
+    # Built from values validated already: no second validation on every submission's path.
+    return TaskRecord.model_construct(
         id=message.id,
         task=message.task,
         queue=message.queue,

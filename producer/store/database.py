@@ -70,6 +70,7 @@ class TaskStore:
         """Dispose of the engine, after the background work that may hold a connection."""
         await self.stats.close()
         await self.submissions.close()
+        await self.events.close()
         await self.engine.dispose()
 
 

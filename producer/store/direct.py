@@ -9,7 +9,9 @@ UPDATE, with its list of ids expanded into bind parameters, cost more still.
 Group commit (producer/submission/group_commit.py) writes one group at a time and the marks
 go out one batch at a time, so one connection each carries them all: opened as the engine
 opens its own, replaced when it breaks. A lock keeps a batch submission from sharing the
-INSERT connection with a group mid-statement. Every other query stays with SQLAlchemy.
+INSERT connection with a group mid-statement. The Recorder's event updates, one batch at a
+time too, have one of their own (producer/store/events.py). Every other query stays with
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ class DirectConnection:
     @contextlib.asynccontextmanager
     async def _using(self) -> AsyncIterator[asyncpg.Connection]:
         """The connection, one statement at a time. Database errors surface as
-        StoreUnavailable, as the engine's do (the API answers 503), but for a duplicate
-        key, which the caller settles."""
+        StoreUnavailable, as the engine's do (the API answers 503), but for those the caller
+        settles: a duplicate key, a lost race (deadlock, serialization failure)."""
         async with self._lock:
             try:
                 connection = await self._open()
@@ -78,7 +80,7 @@ class DirectConnection:
             try:
                 yield connection
                 self._used_at = time.monotonic()
-            except asyncpg.UniqueViolationError:
+            except (asyncpg.UniqueViolationError, asyncpg.TransactionRollbackError):
                 raise
             except BaseException as error:
                 if not _leaves_it_usable(connection, error):

@@ -12,12 +12,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import bindparam, func, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from conveyor.producer.store.schema import tasks
+from conveyor.producer.store.direct import DirectConnection
+from conveyor.producer.store.schema import json_dumps, tasks
+from conveyor.shared.errors import StoreUnavailable
 from conveyor.shared.events import TaskEvent
 from conveyor.shared.records import TERMINAL_VALUES, TaskStatus
 
@@ -44,6 +47,13 @@ class Events:
     def __init__(self, engine: AsyncEngine, max_result_bytes: int) -> None:
         self._engine = engine
         self._max_result_bytes = max_result_bytes
+        # PostgreSQL: the updates skip SQLAlchemy (see direct.py); one executemany is atomic.
+        postgres = engine.dialect.name == "postgresql"
+        self._direct = DirectConnection(engine) if postgres else None
+
+    async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
 
     async def apply(self, events: Sequence[TaskEvent]) -> set[str]:
         """Apply status events in one transaction; returns the ids of terminal events.
@@ -57,6 +67,33 @@ class Events:
         )
         if not params:
             return set()
+        if self._direct is not None:
+            await self._apply_direct(self._direct, params)
+        else:
+            await self._apply_with_engine(params)
+        return {e.task_id for e in events if e.state.terminal}
+
+    async def _apply_direct(self, direct: DirectConnection, params: list[dict[str, Any]]) -> None:
+        rows = [
+            (
+                *(p[name] for name in _DIRECT_PARAMS),
+                json_dumps(p["b_result"]),  # as the engine writes None: JSON null
+                json_dumps(p["b_error"]),
+                TERMINAL_VALUES,
+            )
+            for p in params
+        ]
+        for attempt in range(1, APPLY_TRIES + 1):
+            try:
+                await direct.executemany(_APPLY, rows)
+                return
+            except asyncpg.TransactionRollbackError as error:
+                if attempt == APPLY_TRIES:
+                    raise StoreUnavailable(f"applying events lost races: {error!r}") from None
+                log.info("applying %d events lost a race (%s); retrying", len(params), error)
+
+    async def _apply_with_engine(self, params: list[dict[str, Any]]) -> None:
+        """SQLite's way: the same update through SQLAlchemy, in one transaction."""
         statement = (
             update(tasks)
             .where(
@@ -68,9 +105,7 @@ class Events:
             .values(
                 status=bindparam("b_status"),
                 progress=bindparam("b_progress"),
-                attempts=func.greatest(tasks.c.attempts, bindparam("b_run"))
-                if self._engine.dialect.name == "postgresql"
-                else func.max(tasks.c.attempts, bindparam("b_run")),
+                attempts=func.max(tasks.c.attempts, bindparam("b_run")),  # SQLite's greatest
                 worker=bindparam("b_worker"),
                 started_at=bindparam("b_started_at"),
                 finished_at=bindparam("b_finished_at"),
@@ -88,7 +123,6 @@ class Events:
                 if attempt == APPLY_TRIES or error.connection_invalidated:
                     raise
                 log.info("applying %d events lost a race (%s); retrying", len(params), error)
-        return {e.task_id for e in events if e.state.terminal}
 
     def _params(self, event: TaskEvent) -> dict[str, Any]:
         state, result, error = event.state, event.result, event.error
@@ -109,6 +143,26 @@ class Events:
             "b_error": error if state in (TaskStatus.FAILED, TaskStatus.RETRYING) else None,
             "b_next_attempt_at": event.retry_at if state is TaskStatus.RETRYING else None,
         }
+
+
+# The engine's statement, in PostgreSQL's own words (for DirectConnection).
+_DIRECT_PARAMS = (
+    "b_id",
+    "b_progress",
+    "b_status",
+    "b_run",
+    "b_worker",
+    "b_started_at",
+    "b_finished_at",
+    "b_next_attempt_at",
+)
+_APPLY = f"""
+    UPDATE {tasks.name} SET
+        status = $3, progress = $2, attempts = greatest(attempts, $4), worker = $5,
+        started_at = $6, finished_at = $7, next_attempt_at = $8,
+        result = $9::jsonb, error = $10::jsonb
+    WHERE id = $1 AND progress < $2 AND status <> ALL($11::text[])
+"""
 
 
 def _result_too_large(size: int, limit: int) -> dict[str, str]:

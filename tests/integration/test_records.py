@@ -81,9 +81,9 @@ async def test_a_crash_redelivery_counts_as_a_second_attempt(
 
 
 async def test_late_and_duplicate_events_never_move_a_record_back(
-    open_api: OpenApi, broker: AbstractRobustConnection, topology: Topology
+    open_api: OpenApi, broker: AbstractRobustConnection, topology: Topology, database_url: str
 ) -> None:
-    api = await open_api()
+    api = await open_api(database_url=database_url)
     task_id = (await api.post("/tasks", json={"task": "echo"})).json()["id"]
 
     def event(state: TaskStatus, run: int = 1, **details: Any) -> Any:

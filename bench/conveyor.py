@@ -26,7 +26,7 @@ from conveyor.producer.submission.submitter import Submitter, TaskSubmission
 from conveyor.shared.events import EVENTS_ROUTING_KEY, decode_events
 from conveyor.shared.records import TaskStatus
 
-CONSUMER_ARGV = [sys.executable, "-m", "consumer"]
+CONSUMER_ARGV = [sys.executable, "-m", "conveyor.consumer"]
 
 
 def producer_settings(

@@ -22,7 +22,7 @@ import orjson
 
 from bench.common import CONFIRM_WINDOW, CONVEYOR_QUEUE, Children, Names, child_env
 
-PRODUCER_ARGV = [sys.executable, "-m", "producer"]
+PRODUCER_ARGV = [sys.executable, "-m", "conveyor.producer"]
 BATCH_SIZE = 1000  # the API's default CONVEYOR_MAX_BATCH_SIZE
 # One request at a time, like a client posting its batches in turn: with 2 or 4 in flight
 # the producer process (CPU-bound at ~0.3 ms per task) measured no faster, only noisier.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aio_pika import DeliveryMode, Message
 
-from conveyor.shared.envelope import SCHEMA_VERSION, TaskMessage, decode, encode
+from conveyor.shared.envelope import SCHEMA_VERSION, TaskMessage, decode, encode, encode_frame
 from conveyor.shared.errors import UndecodableMessage
 from conveyor.shared.ids import new_task_id
 from conveyor.shared.wire import HEADER_ATTEMPT, HEADER_QUEUED_AT, HEADER_TASK, HEADER_VERSION
@@ -99,3 +99,20 @@ def test_decode_accepts_a_minimal_hand_written_message() -> None:
 def test_options_not_overridden_travel_as_no_header() -> None:
     message = encode(_task(max_retries=None, timeout_s=None, request_id=None))
     assert set(message.headers) == {HEADER_TASK, HEADER_ATTEMPT, HEADER_VERSION, HEADER_QUEUED_AT}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"resent": True, "runs_before": 2, "retry_base": 1},
+        {"max_retries": None, "request_id": None},
+    ],
+)
+def test_encode_frame_puts_the_same_bytes_on_the_wire_as_encode(overrides: dict[str, Any]) -> None:
+    # queued_at in the future: both take it as it is, not their own time.time().
+    task = _task(queued_at=time.time() + 3600, **overrides)
+    body, properties = encode_frame(task)
+    message = encode(task)
+    assert body == message.body
+    assert properties.marshal() == message.properties.marshal()

@@ -19,15 +19,18 @@ from conveyor.shared.ids import new_task_id
 from conveyor.shared.topology import Topology
 
 
-class FakeExchange:
+class FakeUnderlay:
+    """aiormq's channel: basic_publish awaits the confirm, raises DeliveryError on a nack."""
+
     def __init__(self, channel: FakeChannel) -> None:
         self._channel = channel
 
-    async def publish(self, message: object, routing_key: str, mandatory: bool) -> None:
-        assert mandatory
+    async def basic_publish(self, body: bytes, **options: object) -> Basic.Ack:
+        assert options["mandatory"] and options["exchange"] == "t.tasks"
         if self._channel.nacks:
             raise DeliveryError(None, Basic.Nack())
         self._channel.published += 1
+        return Basic.Ack()
 
 
 class FakeChannel:
@@ -38,8 +41,8 @@ class FakeChannel:
         self.published = 0
         self.is_closed = False
 
-    async def get_exchange(self, name: str, ensure: bool) -> FakeExchange:
-        return FakeExchange(self)
+    async def get_underlay_channel(self) -> FakeUnderlay:
+        return FakeUnderlay(self)
 
     async def close(self) -> None:
         self.is_closed = True

@@ -30,6 +30,8 @@ class Throughput:
     store catching up, when asked) while all consumers were attached; `cpu_s_per_1k` is the
     consumer processes' CPU. `host_cpu_s_per_1k` is always the bench process's own CPU: the
     in-process producer service (its Recorder during drains) plus the bench's polling.
+    `broker_cpu_s_per_1k` (drains only): the RabbitMQ node's CPU, when it runs on this host
+    and we may read its counters; None otherwise.
     """
 
     tasks: int
@@ -37,6 +39,7 @@ class Throughput:
     per_s: float
     cpu_s_per_1k: float
     host_cpu_s_per_1k: float
+    broker_cpu_s_per_1k: float | None = None
 
 
 def pooled(samples: Sequence[Throughput]) -> Throughput:
@@ -45,7 +48,17 @@ def pooled(samples: Sequence[Throughput]) -> Throughput:
     seconds = sum(s.seconds for s in samples)
     cpu = sum(s.cpu_s_per_1k * s.tasks / 1000 for s in samples)
     host = sum(s.host_cpu_s_per_1k * s.tasks / 1000 for s in samples)
-    return Throughput(tasks, seconds, tasks / seconds, cpu / tasks * 1000, host / tasks * 1000)
+    brokers = [s.broker_cpu_s_per_1k for s in samples]
+    broker = (
+        None
+        if None in brokers
+        else sum(b * s.tasks / 1000 for b, s in zip(brokers, samples, strict=True) if b is not None)
+        / tasks
+        * 1000
+    )
+    return Throughput(
+        tasks, seconds, tasks / seconds, cpu / tasks * 1000, host / tasks * 1000, broker
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +135,16 @@ class QueueProbe:
                 await asyncio.sleep(0.02)
 
 
+def broker_cpu_seconds() -> float | None:
+    """CPU seconds of the local RabbitMQ node (its Erlang VM, beam.smp) so far; None if none
+    is visible here. With several nodes on the host (the chaos tests' own), the busiest."""
+    seen: list[float] = []
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        if proc.info["name"] == "beam.smp" and proc.info["cpu_times"] is not None:
+            seen.append(proc.info["cpu_times"].user + proc.info["cpu_times"].system)
+    return max(seen) if seen else None
+
+
 def cpu_seconds(procs: Sequence[subprocess.Popen[bytes]]) -> float:
     """User + system CPU seconds the processes used so far (0 for none)."""
     total = 0.0
@@ -138,19 +161,28 @@ class _Mark:
     at: float
     cpu_s: float
     host_cpu_s: float
+    broker_cpu_s: float | None
 
     @classmethod
     def now(cls, procs: Sequence[subprocess.Popen[bytes]]) -> _Mark:
-        return cls(time.perf_counter(), cpu_seconds(procs), time.process_time())
+        return cls(
+            time.perf_counter(), cpu_seconds(procs), time.process_time(), broker_cpu_seconds()
+        )
 
     def since(self, start: _Mark, tasks: int) -> Throughput:
         seconds = self.at - start.at
+        broker = (
+            None
+            if self.broker_cpu_s is None or start.broker_cpu_s is None
+            else (self.broker_cpu_s - start.broker_cpu_s) / tasks * 1000
+        )
         return Throughput(
             tasks,
             seconds,
             tasks / seconds,
             (self.cpu_s - start.cpu_s) / tasks * 1000,
             (self.host_cpu_s - start.host_cpu_s) / tasks * 1000,
+            broker,
         )
 
 

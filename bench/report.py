@@ -119,14 +119,26 @@ ROWS = (
         "drain_store_on",
         "host_cpu_s_per_1k",
     ),
+    _cpu(
+        "broker CPU s/1k in drain: store off ÷ raw",
+        "drain_raw",
+        "drain_store_off",
+        "broker_cpu_s_per_1k",
+    ),
+    _cpu(
+        "broker CPU s/1k in drain: store on ÷ raw",
+        "drain_raw",
+        "drain_store_on",
+        "broker_cpu_s_per_1k",
+    ),
     _cpu("publisher CPU s/1k: Python API ÷ raw", "enqueue_raw", "enqueue_python"),
     _cpu("publisher CPU s/1k: HTTP producer ÷ Python", "enqueue_python", "enqueue_http"),
 )
 
 
 def _value(metrics: Metrics, where: tuple[str, str]) -> float | None:
-    section = metrics.get(where[0])
-    return None if section is None else float(section[where[1]])
+    value = (metrics.get(where[0]) or {}).get(where[1])
+    return None if value is None else float(value)
 
 
 def build_table(loop: str, meta: dict[str, Any], metrics: Metrics) -> Table:

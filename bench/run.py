@@ -1,6 +1,6 @@
 """Conveyor vs a minimal raw aio-pika pair, in one run with identical broker settings.
 
-    .venv/bin/python -m bench.run [--tasks 10000] [--loop asyncio|uvloop|both]
+    .venv/bin/python -m bench.run [--tasks 10000] [--quick] [--loop asyncio|uvloop|both]
                                   [--store sqlite|postgres] [--http-concurrency 1] [--log-tasks]
 
 Persistent messages, publisher confirms (256 outstanding), durable queues of the same type
@@ -108,6 +108,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=10_000,
         help="tasks per enqueue/drain (each kind runs twice: 20,000 per row)",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="CI smoke: 1,000 tasks a sample, 2 s of latency"
+    )
     parser.add_argument("--latency-rate", type=float, default=200.0, help="tasks/s")
     parser.add_argument("--latency-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -144,6 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "CONVEYOR_LOG_TASKS on, off, off, on",
     )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.tasks, args.latency_seconds = 1000, 2.0
     if args.tasks < 100 or args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--tasks must be >= 100, rate and seconds > 0")
     if args.http_concurrency < 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -66,11 +67,17 @@ def post_request(port: int, body: bytes) -> bytes:
     ).encode() + body
 
 
-async def post_singles(port: int, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
-    """POST every body from `clients` keep-alive connections; (seconds, per-request ms)."""
-    requests = iter([post_request(port, body) for body in bodies])
+async def post_singles(
+    ports: list[int], bodies: list[bytes], clients: int
+) -> tuple[float, list[float]]:
+    """POST every body from `clients` keep-alive connections, spread over the producers at
+    `ports` in turn; (seconds, per-request ms)."""
+    requests = iter([post_request(ports[0], body) for body in bodies])  # Host: is not checked
     latencies_ms: list[float] = []
-    pool = [await KeepAliveClient.open("127.0.0.1", port) for _ in range(clients)]
+    pool = [
+        await KeepAliveClient.open("127.0.0.1", ports[index % len(ports)])
+        for index in range(clients)
+    ]
 
     async def post_in_turn(client: KeepAliveClient) -> None:
         for raw in requests:
@@ -98,31 +105,41 @@ async def measure_http(
     keep: Callable[[str, Rate], None],
     extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Rounds of raw in flight and POST /tasks, alternating; latency figures of the HTTP side."""
-    port = free_port()
-    env = producer_env(
-        opts.url,
-        names,
-        "classic",
-        opts.loop,
-        database_url,
-        port,
-        children.log_dir / "producer-alive",
-    )
-    env.update(extra_env or {})
+    """Rounds of raw in flight and POST /tasks, alternating; latency figures of the HTTP side.
+
+    `opts.http_producers` producer processes (replicas on one database, each its own port)
+    share the clients; their CPU is summed.
+    """
     latencies: list[float] = []
     cpu_s = 0.0
-    async with open_http_producer(children, env, port, f"producer-http-{opts.loop}") as http:
+    async with AsyncExitStack() as stack:
+        ports, procs = [], []
+        for index in range(opts.http_producers):
+            port = free_port()
+            env = producer_env(
+                opts.url,
+                names,
+                "classic",
+                opts.loop,
+                database_url,
+                port,
+                children.log_dir / f"producer-alive-{index}",
+            )
+            env.update(extra_env or {})
+            label = f"producer-http-{opts.loop}-{index}"
+            http = await stack.enter_async_context(open_http_producer(children, env, port, label))
+            ports.append(port)
+            procs.append(http.proc)
         bodies = [orjson.dumps({"task": "echo", "payload": {"i": i}}) for i in range(opts.tasks)]
-        await post_singles(port, bodies[:200], opts.http_clients)  # warm up
+        await post_singles(ports, bodies[:200], opts.http_clients)  # warm up
         for round_ in range(opts.rounds):
             for side in ("raw", "http") if round_ % 2 == 0 else ("http", "raw"):
                 if side == "raw":
                     keep("in_flight_raw", await in_flight(raw, opts.tasks, opts.callers))
                     continue
-                cpu0 = cpu_seconds([http.proc])
-                seconds, round_ms = await post_singles(port, bodies, opts.http_clients)
-                cpu_s = cpu_seconds([http.proc]) - cpu0
+                cpu0 = cpu_seconds(procs)
+                seconds, round_ms = await post_singles(ports, bodies, opts.http_clients)
+                cpu_s = cpu_seconds(procs) - cpu0
                 latencies += round_ms
                 keep("http_conveyor", Rate(len(bodies), seconds, cpu_s))
     return {

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.single_submit [--tasks 5000] [--quick] [--rounds 3]
         [--store postgres|sqlite] [--loop uvloop|asyncio] [--in-flight 256] [--http]
+        [--http-clients 64] [--http-producers 1]
 
 `Submitter.submit` (through `open_submitter`, records in the store) against a raw confirmed
 publish of one message per call, both on the run's loop, in alternating rounds (raw, Conveyor,
@@ -69,6 +70,7 @@ class Options:
     callers: int
     http: bool
     http_clients: int
+    http_producers: int
     http_env: dict[str, str]
 
 
@@ -126,7 +128,7 @@ ROWS = (
     ("one task per call, serial", "serial_raw", "serial_conveyor", 0.5),
     ("one task per call, {callers} in flight", "in_flight_raw", "in_flight_conveyor", 0.85),
     (
-        "POST /tasks, {clients} keep-alive clients ÷ raw {callers} in flight",
+        "POST /tasks, {clients} keep-alive clients{producers} ÷ raw {callers} in flight",
         "in_flight_raw",
         "http_conveyor",
         0.5,
@@ -146,7 +148,8 @@ def print_table(opts: Options, results: dict[str, Any], load: tuple[float, float
         b, v = results[base]["per_s"], results[value]["per_s"]
         ratio = v / b
         verdict = "PASS" if ratio >= target else "FAIL"
-        name = label.format(callers=opts.callers, clients=opts.http_clients)
+        producers = f", {opts.http_producers} producers" if opts.http_producers > 1 else ""
+        name = label.format(callers=opts.callers, clients=opts.http_clients, producers=producers)
         print(f"{name:<58} {b:>8,.0f} {v:>11,.0f} {ratio:>6.2f}  ≥{target} {verdict}")
     for key in ("http_conveyor",):
         if key in results and "p50_ms" in results[key]:
@@ -164,6 +167,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     parser.add_argument("--http", action="store_true", help="also POST /tasks over HTTP")
     parser.add_argument("--http-clients", type=int, default=64)
+    parser.add_argument(
+        "--http-producers",
+        type=int,
+        default=1,
+        help="producer replicas (processes on one database) sharing the HTTP clients",
+    )
     parser.add_argument(
         "--http-env",
         action="append",
@@ -188,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         callers=args.in_flight,
         http=args.http,
         http_clients=args.http_clients,
+        http_producers=args.http_producers,
         http_env=dict(item.split("=", 1) for item in args.http_env),
     )
     names = Names(f"bench-{secrets.token_hex(4)}")

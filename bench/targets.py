@@ -36,66 +36,86 @@ class Verdict:
     met: bool
 
 
-def ratio_at_least(target: str, raw: float, conveyor: float, bar: float) -> Verdict:
-    return Verdict(target, raw, conveyor, f"{conveyor / raw:.2f}x", conveyor >= bar * raw)
-
-
-def ratio_at_most(target: str, raw: float, conveyor: float, bar: float) -> Verdict:
-    return Verdict(target, raw, conveyor, f"{conveyor / raw:.2f}x", conveyor <= bar * raw)
-
-
-def extra_at_most(target: str, raw: float, conveyor: float, bar_ms: float) -> Verdict:
-    return Verdict(target, raw, conveyor, f"{conveyor - raw:+.2f} ms", conveyor - raw <= bar_ms)
-
-
 def judge(single: Figures, drains: Figures) -> list[Verdict]:
     """Issue 12's targets from `bench.single_submit`'s and `bench.run`'s results."""
-    s, d = single, drains
-    in_flight_raw = s["in_flight_raw"]["per_s"]
-    return [
-        ratio_at_least(
-            "one task per call, serial ≥ 0.5x (tasks/s)",
-            s["serial_raw"]["per_s"],
-            s["serial_conveyor"]["per_s"],
-            0.5,
-        ),
-        ratio_at_least(
-            "one task per call, 256 in flight ≥ 0.85x (tasks/s)",
-            in_flight_raw,
-            s["in_flight_conveyor"]["per_s"],
-            0.85,
-        ),
-        ratio_at_least(
-            "POST /tasks, 64 clients ≥ 0.5x raw in flight (tasks/s)",
-            in_flight_raw,
-            s["http_conveyor"]["per_s"],
-            0.5,
-        ),
-        ratio_at_least(
-            "drain with records on ≥ 0.85x (tasks/s)",
-            d["drain_raw"]["per_s"],
-            d["drain_store_on"]["per_s"],
-            0.85,
-        ),
-        ratio_at_most(
-            "consumer CPU with records on ≤ 1.2x (ms/task)",
-            d["drain_raw"]["cpu_s_per_1k"],
-            d["drain_store_on"]["cpu_s_per_1k"],
-            1.2,
-        ),
-        extra_at_most(
-            "latency p50 at 200/s ≤ raw + 2 ms",
-            d["latency_raw"]["p50_ms"],
-            d["latency_conveyor"]["p50_ms"],
-            2.0,
-        ),
-        extra_at_most(
-            "latency p99 at 200/s ≤ raw + 5 ms",
-            d["latency_raw"]["p99_ms"],
-            d["latency_conveyor"]["p99_ms"],
-            5.0,
-        ),
-    ]
+    return [target.judge({"single": single, "drains": drains}) for target in TARGETS]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One row: where raw's and Conveyor's figures are, and the bar between them."""
+
+    label: str
+    raw: tuple[str, str, str]  # (bench, row, field)
+    conveyor: tuple[str, str, str]
+    kind: str  # "at least" / "at most" a ratio of raw, or "extra ms" over raw
+    bar: float
+
+    def judge(self, results: dict[str, Figures]) -> Verdict:
+        raw, conveyor = (results[b][row][field] for b, row, field in (self.raw, self.conveyor))
+        if self.kind == "extra ms":
+            return Verdict(
+                self.label, raw, conveyor, f"{conveyor - raw:+.2f} ms", conveyor - raw <= self.bar
+            )
+        met = conveyor >= self.bar * raw if self.kind == "at least" else conveyor <= self.bar * raw
+        return Verdict(self.label, raw, conveyor, f"{conveyor / raw:.2f}x", met)
+
+
+def _single(row: str) -> tuple[str, str, str]:
+    return ("single", row, "per_s")
+
+
+TARGETS = (
+    Target(
+        "one task per call, serial ≥ 0.5x (tasks/s)",
+        _single("serial_raw"),
+        _single("serial_conveyor"),
+        "at least",
+        0.5,
+    ),
+    Target(
+        "one task per call, 256 in flight ≥ 0.85x (tasks/s)",
+        _single("in_flight_raw"),
+        _single("in_flight_conveyor"),
+        "at least",
+        0.85,
+    ),
+    Target(
+        "POST /tasks, 64 clients ≥ 0.5x raw in flight (tasks/s)",
+        _single("in_flight_raw"),
+        _single("http_conveyor"),
+        "at least",
+        0.5,
+    ),
+    Target(
+        "drain with records on ≥ 0.85x (tasks/s)",
+        ("drains", "drain_raw", "per_s"),
+        ("drains", "drain_store_on", "per_s"),
+        "at least",
+        0.85,
+    ),
+    Target(
+        "consumer CPU with records on ≤ 1.2x (ms/task)",
+        ("drains", "drain_raw", "cpu_s_per_1k"),
+        ("drains", "drain_store_on", "cpu_s_per_1k"),
+        "at most",
+        1.2,
+    ),
+    Target(
+        "latency p50 at 200/s ≤ raw + 2 ms",
+        ("drains", "latency_raw", "p50_ms"),
+        ("drains", "latency_conveyor", "p50_ms"),
+        "extra ms",
+        2.0,
+    ),
+    Target(
+        "latency p99 at 200/s ≤ raw + 5 ms",
+        ("drains", "latency_raw", "p99_ms"),
+        ("drains", "latency_conveyor", "p99_ms"),
+        "extra ms",
+        5.0,
+    ),
+)
 
 
 def run_bench(module: str, args: list[str]) -> Figures:

@@ -4,6 +4,7 @@ if its producer never heard back."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +85,7 @@ class Submissions:
             async with self._engine.begin() as connection:
                 await connection.execute(tasks.insert(), rows)
             return
-        columns = list(rows[0])  # every row has the same keys (_row)
+        columns = tuple(rows[0])  # every row has the same keys (_row)
         values = (tuple(_postgres_value(c, row[c]) for c in columns) for row in rows)
         await self._inserts.executemany(_insert_statement(columns), values)
 
@@ -146,7 +147,8 @@ _MARK_PUBLISHED = f"""
 _JSON_COLUMNS = frozenset({"payload", "result", "error"})
 
 
-def _insert_statement(columns: list[str]) -> str:
+@functools.cache  # one set of columns (_row's): built once, not for every group
+def _insert_statement(columns: tuple[str, ...]) -> str:
     places = ", ".join(f"${index}" for index in range(1, len(columns) + 1))
     return f"INSERT INTO {tasks.name} ({', '.join(columns)}) VALUES ({places})"
 
